@@ -1,0 +1,230 @@
+"""Run a mount: connect, mount, detach only once it works, log, unmount cleanly.
+
+The command's exit status tells the truth: the parent process waits on a pipe until the
+child (the future daemon) has connected, authenticated, checked the remote directory and
+seen the kernel's FUSE INIT; then the parent exits 0. Any failure before that travels
+through the pipe as the one line the parent prints, and the parent exits 1.
+
+Signals: libfuse's own handlers (SIGINT, SIGTERM, SIGHUP) end the FUSE loop; libfuse then
+unmounts and calls `destroy`, which sends every pending write before we exit 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import logging.handlers
+import os
+import sys
+from typing import Any
+
+from pysshfs.cli import MountSpec
+from pysshfs.errors import MountError
+
+log = logging.getLogger("pysshfs")
+
+_OK = b"OK\n"
+
+
+def _configure_logging(spec: MountSpec) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    if spec.debug:
+        root.setLevel(logging.WARNING)
+        log.setLevel(logging.DEBUG)
+        logging.getLogger("fuse").setLevel(logging.DEBUG)
+        logging.getLogger("paramiko").setLevel(logging.INFO)
+    else:
+        root.setLevel(logging.WARNING)
+        log.setLevel(logging.INFO if spec.foreground else logging.WARNING)
+    return handler
+
+
+def _switch_to_syslog(old: logging.Handler) -> None:
+    """After detaching there is no terminal: log to syslog (if there is one)."""
+    root = logging.getLogger()
+    root.removeHandler(old)
+    if os.path.exists("/dev/log"):
+        try:
+            handler: logging.Handler = logging.handlers.SysLogHandler(
+                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            handler.setFormatter(logging.Formatter(f"pysshfs[{os.getpid()}]: %(message)s"))
+            root.addHandler(handler)
+            log.setLevel(logging.INFO)
+            return
+        except OSError:
+            pass
+    root.addHandler(logging.NullHandler())
+
+
+def _escape(value: str) -> str:
+    """libfuse splits -o at commas; keep commas inside a value."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def fuse_options(spec: MountSpec) -> dict[str, Any]:
+    """Keyword options for mfusepy.FUSE (each becomes part of libfuse's -o)."""
+    o = spec.opts
+    kw: dict[str, Any] = {
+        "foreground": True,  # we detach ourselves, after the mount works
+        "nothreads": spec.single_thread,
+        "fsname": _escape(o.get("fsname") or spec.source),
+        "subtype": _escape(o.get("subtype") or "pysshfs"),
+    }
+    for flag in ("ro", "allow_other", "allow_root", "default_permissions", "kernel_cache",
+                 "auto_cache", "direct_io"):
+        if o.get(flag):
+            kw[flag] = True
+    for key in ("max_read", "entry_timeout", "attr_timeout", "negative_timeout"):
+        if o.get(key) is not None:
+            kw[key] = o[key]
+    return kw
+
+
+def _cache_config(opts: dict[str, Any]) -> Any:
+    from pysshfs.cache import CacheConfig
+
+    base = float(opts.get("cache_timeout") or 20.0)
+    return CacheConfig(
+        enabled=bool(opts.get("cache", True)),
+        dir_enabled=bool(opts.get("dir_cache", True)),
+        stat_ttl=float(opts.get("cache_stat_timeout") or base),
+        dir_ttl=float(opts.get("cache_dir_timeout") or base),
+        link_ttl=float(opts.get("cache_link_timeout") or base),
+        negative_ttl=float(opts.get("cache_stat_timeout") or base),
+        max_size=int(opts.get("cache_max_size") or 10000),
+    )
+
+
+def _serve(spec: MountSpec, on_mounted: Any) -> int:
+    """Connect and run the FUSE loop until unmounted; MountError before the mount works."""
+    from pysshfs.cache import MetadataCache
+    from pysshfs.fs import SSHFS
+    from pysshfs.fuselib import FUSE
+    from pysshfs.session import Session
+
+    session = Session(spec.ssh, spec.remote_path, sftp_server=spec.opts.get("sftp_server"),
+                      label=spec.source, reconnect=bool(spec.opts.get("reconnect", True)),
+                      io_timeout=float(spec.opts.get("io_timeout") or 0))
+    session.connect()
+    mounted = {"yes": False}
+
+    def mounted_now() -> None:
+        mounted["yes"] = True
+        log.info("mounted %s on %s", spec.source, spec.mountpoint)
+        on_mounted()
+
+    ops = SSHFS(session, MetadataCache(_cache_config(spec.opts)), spec.opts,
+                on_mounted=mounted_now)
+    try:
+        FUSE(ops, spec.mountpoint, **fuse_options(spec))
+    except RuntimeError as exc:
+        if not mounted["yes"]:
+            raise MountError(errno.EIO, f"mounting on '{spec.mountpoint}'",
+                             f"libfuse failed ({exc})",
+                             "check the mountpoint and /etc/fuse.conf") from None
+        log.error("FUSE loop ended with an error: %s", exc)
+    finally:
+        session.close()
+    log.info("unmounted %s", spec.mountpoint)
+    return 0
+
+
+def _wait_for_child(read_fd: int, pid: int) -> int:
+    """Parent side: relay the child's verdict."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(read_fd, 4096)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        chunks.append(data)
+        if b"\n" in data:
+            break
+    os.close(read_fd)
+    message = b"".join(chunks)
+    if message == _OK:
+        return 0
+    if message:
+        sys.stderr.write(message.decode("utf-8", "replace").rstrip("\n") + "\n")
+    else:
+        _, status = os.waitpid(pid, 0)
+        sys.stderr.write(f"pysshfs: the mount process died before mounting (status {status})\n")
+        return 1
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    return 1
+
+
+def _detach(handler: logging.Handler) -> None:
+    """Child side, once mounted: no terminal, no cwd, a session of our own."""
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    _switch_to_syslog(handler)
+
+
+def run(spec: MountSpec) -> int:
+    """Mount `spec`; returns the exit status (in the daemon: after unmount)."""
+    handler = _configure_logging(spec)
+    if spec.foreground:
+        _exit(_serve(spec, on_mounted=lambda: None))
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_fd)
+        return _wait_for_child(read_fd, pid)
+    os.close(read_fd)
+
+    def on_mounted() -> None:
+        try:
+            os.write(write_fd, _OK)
+            os.close(write_fd)
+        except OSError:
+            pass
+        _detach(handler)
+
+    try:
+        code = _serve(spec, on_mounted)
+    except MountError as exc:
+        _report(write_fd, f"pysshfs: {exc}")
+        _exit(1)
+    except BaseException as exc:  # noqa: BLE001 - the parent must hear of any death
+        if spec.debug:
+            log.exception("unexpected failure")
+        _report(write_fd, f"pysshfs: unexpected failure: {exc!r} (run with -d for details)")
+        _exit(1)
+    _exit(code)
+    return code  # not reached
+
+
+def _report(fd: int, line: str) -> None:
+    try:
+        os.write(fd, line.encode("utf-8", "replace") + b"\n")
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _exit(code: int) -> None:
+    """Leave without waiting on library threads (paramiko, the SFTP reader) to wind down."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    logging.shutdown()
+    os._exit(code)

@@ -1,0 +1,485 @@
+"""FUSE operations: one method per filesystem call, path in, errno out.
+
+Knows the caches and the open files; talks to the server only through the `Session`.
+Never imports paramiko. OSError(errno) raised here reaches the kernel as -errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pysshfs.cache import MetadataCache
+from pysshfs.fileio import OpenFile
+from pysshfs.fuselib import Operations, fuse_get_context
+from pysshfs.idmap import IdMapper
+from pysshfs.symlinks import SymlinkPolicy
+from pysshfs.sftp.codec import (
+    SSH_FXF_APPEND,
+    SSH_FXF_CREAT,
+    SSH_FXF_EXCL,
+    SSH_FXF_READ,
+    SSH_FXF_TRUNC,
+    SSH_FXF_WRITE,
+    Attrs,
+)
+
+log = logging.getLogger(__name__)
+
+_FUSE_METHODS = (
+    "access", "chmod", "chown", "create", "destroy", "flush", "fsync", "getattr", "init",
+    "link", "mkdir", "mknod", "open", "read", "readdir", "readlink", "release", "rename",
+    "rmdir", "statfs", "symlink", "truncate", "unlink", "utimens", "write",
+)
+
+
+def _sftp_open_flags(flags: int) -> int:
+    """os.O_* → SSH_FXF_*."""
+    acc = flags & os.O_ACCMODE
+    pflags = 0
+    if acc in (os.O_RDONLY, os.O_RDWR):
+        pflags |= SSH_FXF_READ
+    if acc in (os.O_WRONLY, os.O_RDWR):
+        pflags |= SSH_FXF_WRITE
+    if flags & os.O_APPEND:
+        pflags |= SSH_FXF_APPEND
+    if flags & os.O_CREAT:
+        pflags |= SSH_FXF_CREAT
+    if flags & os.O_TRUNC:
+        pflags |= SSH_FXF_TRUNC
+    if flags & os.O_EXCL:
+        pflags |= SSH_FXF_EXCL
+    return pflags
+
+
+def _seconds(ns: int) -> int:
+    return ns // 10**9
+
+
+class SSHFS(Operations):
+    """The mounted file system."""
+
+    use_ns = True  # times travel as integer nanoseconds
+
+    def __init__(self, session: Any, cache: MetadataCache, opts: dict[str, Any], *,
+                 on_mounted: Callable[[], None] | None = None) -> None:
+        self.session = session
+        self.cache = cache
+        self.opts = opts
+        self.on_mounted = on_mounted
+        self.read_only = bool(opts.get("ro"))
+        self.follow_symlinks = bool(opts.get("follow_symlinks"))
+        self.force_uid: int | None = opts.get("uid")
+        self.force_gid: int | None = opts.get("gid")
+        self.umask: int = opts.get("umask") or 0
+        self.ids = self._id_mapper(opts)
+        self.links = SymlinkPolicy(session.root,
+                                   transform=bool(opts.get("transform_symlinks")),
+                                   contain=not opts.get("no_contain_symlinks"))
+        self._files: dict[int, OpenFile] = {}
+        self._files_lock = threading.Lock()
+        self._fh_counter = itertools.count(1)
+        self.chunk_read = min(session.max_read, 256 * 1024)
+        self.chunk_write = min(session.max_write, 256 * 1024)
+        session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
+        if opts.get("debug"):
+            self._trace_calls()
+
+    # --- set-up -------------------------------------------------------------------------
+    def _id_mapper(self, opts: dict[str, Any]) -> IdMapper:
+        mode = opts.get("idmap") or "none"
+        if mode == "file":
+            return IdMapper.from_files(opts.get("uidfile"), opts.get("gidfile"),
+                                       strict=opts.get("nomap") == "error")
+        if mode == "user":
+            # the owner of the login directory is the remote user
+            try:
+                home = self.session.stat(self.session.realpath(b"."))
+                return IdMapper.for_user(home.uid, home.gid, os.getuid(), os.getgid())
+            except OSError as exc:
+                log.warning("idmap=user: cannot find the remote user's ids: %s", exc)
+        return IdMapper()
+
+    def _trace_calls(self) -> None:
+        """-d: log every FUSE call, its answer and how long it took (like sshfs -d)."""
+        for name in _FUSE_METHODS:
+            method = getattr(self, name)
+
+            @functools.wraps(method)
+            def traced(*args: Any, __m: Any = method, __n: str = name) -> Any:
+                start = time.monotonic()
+                shown = [a if not isinstance(a, bytes | bytearray) else f"<{len(a)} bytes>"
+                         for a in args]
+                try:
+                    result = __m(*args)
+                except OSError as exc:
+                    log.debug("%s%s -> %s (%.1f ms)", __n, tuple(shown),
+                              errno.errorcode.get(exc.errno or 0, exc.errno),
+                              (time.monotonic() - start) * 1000)
+                    raise
+                res = f"<{len(result)} bytes>" if isinstance(result, bytes) else result
+                if isinstance(res, list) and len(res) > 8:
+                    res = f"<{len(res)} entries>"
+                log.debug("%s%s -> %s (%.1f ms)", __n, tuple(shown), res,
+                          (time.monotonic() - start) * 1000)
+                return result
+
+            setattr(self, name, traced)
+
+    # --- attributes ---------------------------------------------------------------------
+    def _lookup(self, path: str) -> Attrs:
+        """Attributes of `path`: from the cache, or one LSTAT (STAT with follow_symlinks)."""
+        cached = self.cache.attrs(path)
+        if cached is not None:
+            return cached
+        if self.cache.is_missing(path):
+            raise OSError(errno.ENOENT, "no such file (cached)")
+        remote = self.session.remote_path(path)
+        try:
+            attrs = self.session.stat(remote) if self.follow_symlinks else \
+                self.session.lstat(remote)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT and self.follow_symlinks:
+                try:  # a dangling symlink still shows, as the link itself
+                    attrs = self.session.lstat(remote)
+                except OSError:
+                    self.cache.learned_missing(path)
+                    raise exc from None
+            else:
+                if exc.errno == errno.ENOENT:
+                    self.cache.learned_missing(path)
+                raise
+        self.cache.learned_attrs(path, attrs)
+        return attrs
+
+    def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
+        mode = attrs.mode if attrs.mode is not None else (stat.S_IFREG | 0o644)
+        if self.umask:
+            mode &= ~self.umask
+        size = attrs.size or 0
+        uid = self.ids.uid_to_local(attrs.uid if attrs.uid is not None else 0)
+        gid = self.ids.gid_to_local(attrs.gid if attrs.gid is not None else 0)
+        if self.force_uid is not None:
+            uid = self.force_uid
+        if self.force_gid is not None:
+            gid = self.force_gid
+        mtime = (attrs.mtime or 0) * 10**9
+        atime = (attrs.atime or 0) * 10**9 if attrs.atime is not None else mtime
+        return {
+            "st_mode": mode,
+            "st_size": size,
+            "st_uid": uid,
+            "st_gid": gid,
+            "st_nlink": 1,
+            "st_atime": atime,
+            "st_mtime": mtime,
+            "st_ctime": mtime,
+            "st_blocks": (size + 511) // 512,
+            "st_blksize": 4096,
+        }
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        attrs = self._lookup(path)
+        st = self._stat_dict(attrs)
+        if stat.S_ISREG(st["st_mode"]):
+            for f in self._open_files_of(path):
+                if f.high_water > st["st_size"]:  # writes still on their way to the server
+                    st["st_size"] = f.high_water
+                    st["st_blocks"] = (f.high_water + 511) // 512
+        return st
+
+    def _open_files_of(self, path: str) -> list[OpenFile]:
+        with self._files_lock:
+            return [f for f in self._files.values() if f.path == path]
+
+    def access(self, path: str, amode: int) -> int:
+        attrs = self._lookup(path)
+        if amode == os.F_OK:
+            return 0
+        if amode & os.W_OK and self.read_only:
+            raise OSError(errno.EROFS, "read-only mount")
+        st = self._stat_dict(attrs)
+        uid, gid, _pid = fuse_get_context()
+        mode = st["st_mode"]
+        if uid == 0:
+            if amode & os.X_OK and not (mode & 0o111 or stat.S_ISDIR(mode)):
+                raise OSError(errno.EACCES, "not executable")
+            return 0
+        if uid == st["st_uid"]:
+            bits = (mode >> 6) & 7
+        elif gid == st["st_gid"]:
+            bits = (mode >> 3) & 7
+        else:
+            bits = mode & 7
+        want = (4 if amode & os.R_OK else 0) | (2 if amode & os.W_OK else 0) | \
+               (1 if amode & os.X_OK else 0)
+        if want & ~bits:
+            raise OSError(errno.EACCES, "permission denied")
+        return 0
+
+    # --- directories --------------------------------------------------------------------
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        entries = self.cache.listing(path)
+        if entries is None:
+            listing = self.session.listdir_attr(self.session.remote_path(path))
+            decoded = [(name.decode("utf-8", "surrogateescape"), attrs)
+                       for name, attrs in listing if name not in (b".", b"..")]
+            entries = self.cache.learned_listing(path, decoded)
+        return [".", "..", *((name, {"st_mode": mode}, 0) for name, mode in entries)]
+
+    def mkdir(self, path: str, mode: int) -> int:
+        remote = self.session.remote_path(path)
+        try:
+            self.session.mkdir(remote, Attrs(mode=mode & 0o7777))
+        except OSError as exc:
+            raise self._explain(exc, path, exists=errno.EEXIST) from None
+        finally:
+            self.cache.created(path)
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        remote = self.session.remote_path(path)
+        try:
+            self.session.rmdir(remote)
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EPERM) and self._has_entries(remote):
+                raise OSError(errno.ENOTEMPTY, "directory not empty") from None
+            raise
+        finally:
+            self.cache.removed(path)
+        return 0
+
+    def _has_entries(self, remote: bytes) -> bool:
+        try:
+            return any(name not in (b".", b"..")
+                       for name, _ in self.session.listdir_attr(remote))
+        except OSError:
+            return False
+
+    def _explain(self, exc: OSError, path: str, *, exists: int | None = None) -> OSError:
+        """OpenSSH answers FAILURE for EEXIST and friends: find the errno a local fs gives."""
+        if exc.errno not in (errno.EIO, errno.EPERM):
+            return exc
+        if exists is not None:
+            try:
+                self.session.lstat(self.session.remote_path(path))
+                return OSError(exists, os.strerror(exists))
+            except OSError:
+                pass
+        return exc
+
+    # --- names --------------------------------------------------------------------------
+    def unlink(self, path: str) -> int:
+        try:
+            self.session.remove(self.session.remote_path(path))
+        finally:
+            self.cache.removed(path)
+        return 0
+
+    def rename(self, old: str, new: str) -> int:
+        remote_old = self.session.remote_path(old)
+        remote_new = self.session.remote_path(new)
+        try:
+            self.session.rename(remote_old, remote_new)
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EPERM) and self._has_entries(remote_new):
+                raise OSError(errno.ENOTEMPTY, "target directory not empty") from None
+            raise
+        finally:
+            self.cache.renamed(old, new)
+        with self._files_lock:
+            prefix = old.rstrip("/") + "/"
+            for f in self._files.values():
+                if f.path == old:
+                    f.path = new
+                elif f.path.startswith(prefix):
+                    f.path = new.rstrip("/") + "/" + f.path[len(prefix):]
+        return 0
+
+    def symlink(self, target: str, source: str) -> int:
+        """Create the link `target` (in the mount) pointing at `source` (ln -s source target)."""
+        try:
+            self.session.symlink(source.encode("utf-8", "surrogateescape"),
+                                 self.session.remote_path(target))
+        except OSError as exc:
+            raise self._explain(exc, target, exists=errno.EEXIST) from None
+        finally:
+            self.cache.created(target)
+        return 0
+
+    def readlink(self, path: str) -> str:
+        target = self.cache.link(path)
+        if target is None:
+            target = self.session.readlink(self.session.remote_path(path))
+            self.cache.learned_link(path, target)
+        return self.links.present(path, target).decode("utf-8", "surrogateescape")
+
+    def link(self, target: str, source: str) -> int:
+        """Hard link: `target` (new name) for the existing `source`."""
+        try:
+            self.session.hardlink(self.session.remote_path(source),
+                                  self.session.remote_path(target))
+        except OSError as exc:
+            raise self._explain(exc, target, exists=errno.EEXIST) from None
+        finally:
+            self.cache.created(target)
+            self.cache.changed(source)
+        return 0
+
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EPERM, "SFTP can only create regular files")
+        fh = self.create(path, mode & 0o7777 | stat.S_IFREG, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        self.release(path, fh)
+        return 0
+
+    # --- attributes changes ---------------------------------------------------------------
+    def _setstat(self, path: str, attrs: Attrs) -> None:
+        try:
+            self.session.setstat(self.session.remote_path(path), attrs)
+        finally:
+            self.cache.changed(path)
+
+    def chmod(self, path: str, mode: int) -> int:
+        self._setstat(path, Attrs(mode=mode & 0o7777))
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        current = None
+        if uid == -1 or gid == -1 or uid == 0xFFFFFFFF or gid == 0xFFFFFFFF:
+            current = self._lookup(path)
+        if uid in (-1, 0xFFFFFFFF):
+            uid = current.uid if current and current.uid is not None else 0
+        else:
+            uid = self.ids.uid_to_remote(uid)
+        if gid in (-1, 0xFFFFFFFF):
+            gid = current.gid if current and current.gid is not None else 0
+        else:
+            gid = self.ids.gid_to_remote(gid)
+        self._setstat(path, Attrs(uid=uid, gid=gid))
+        return 0
+
+    def utimens(self, path: str, times: tuple[Any, Any] | None = None) -> int:
+        now = int(time.time())
+        if times is None:
+            atime = mtime = now
+        else:
+            a, m = times
+            current = self._lookup(path) if a is None or m is None else None
+            atime = now if a == "now" else (current.atime or 0) if a is None and current else \
+                _seconds(a)
+            mtime = now if m == "now" else (current.mtime or 0) if m is None and current else \
+                _seconds(m)
+        self._setstat(path, Attrs(atime=atime, mtime=mtime))
+        return 0
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        f = self._files.get(fh) if fh is not None else None
+        for other in self._open_files_of(path):
+            other.drain()
+            other.high_water = min(other.high_water, length)
+        try:
+            if f is not None:
+                self.session.fsetstat(f.handle, Attrs(size=length))
+            else:
+                self.session.setstat(self.session.remote_path(path), Attrs(size=length))
+        finally:
+            self.cache.changed(path)
+        return 0
+
+    # --- files --------------------------------------------------------------------------
+    def _register(self, path: str, handle: bytes, flags: int) -> int:
+        f = OpenFile(self.session, path, handle, flags, self.chunk_read, self.chunk_write)
+        fh = next(self._fh_counter)
+        with self._files_lock:
+            self._files[fh] = f
+        return fh
+
+    def _file(self, fh: int) -> OpenFile:
+        f = self._files.get(fh)
+        if f is None:
+            raise OSError(errno.EBADF, "unknown file handle")
+        return f
+
+    def open(self, path: str, flags: int) -> int:
+        remote = self.session.remote_path(path)
+        handle = self.session.open(remote, _sftp_open_flags(flags))
+        if flags & os.O_TRUNC:
+            self.cache.changed(path)
+        return self._register(path, handle, flags)
+
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
+        flags |= os.O_CREAT
+        remote = self.session.remote_path(path)
+        try:
+            handle = self.session.open(remote, _sftp_open_flags(flags),
+                                       Attrs(mode=mode & 0o7777))
+        except OSError as exc:
+            if flags & os.O_EXCL:
+                raise self._explain(exc, path, exists=errno.EEXIST) from None
+            raise
+        finally:
+            self.cache.created(path)
+        return self._register(path, handle, flags)
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        return self._file(fh).read(size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        written = self._file(fh).write(data, offset)
+        self.cache.changed(path)
+        return written
+
+    def flush(self, path: str, fh: int) -> int:
+        self._file(fh).flush()
+        return 0
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        self._file(fh).fsync(self.session.has_extension("fsync@openssh.com"))
+        return 0
+
+    def release(self, path: str, fh: int) -> int:
+        with self._files_lock:
+            f = self._files.pop(fh, None)
+        if f is None:
+            return 0
+        try:
+            f.release()
+        finally:
+            if f.wrote:
+                self.cache.changed(f.path)
+        return 0
+
+    # --- the file system ----------------------------------------------------------------
+    def statfs(self, path: str) -> dict[str, int]:
+        if not self.session.has_extension("statvfs@openssh.com"):
+            # No way to know: report an empty, honest answer rather than invented numbers.
+            return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+        st = self.session.statvfs(self.session.root)
+        return {key: st[key] for key in ("f_bsize", "f_frsize", "f_blocks", "f_bfree",
+                                         "f_bavail", "f_files", "f_ffree", "f_favail",
+                                         "f_namemax") if key in st}
+
+    def init(self, path: str) -> None:
+        if self.on_mounted is not None:
+            self.on_mounted()
+
+    def destroy(self, path: str) -> None:
+        """Unmounting: every write still pending reaches the server before we exit."""
+        with self._files_lock:
+            files = list(self._files.values())
+            self._files.clear()
+        for f in files:
+            try:
+                f.release()
+            except OSError as exc:
+                log.error("%s: pending data could not be written: %s", f.path, exc)

@@ -1,0 +1,834 @@
+"""SFTP v3 client over any byte stream: request ids, one reader thread, futures.
+
+Many FUSE threads share one channel. A request registers a Future under a fresh id (small
+lock), goes out whole under the send lock, and its caller waits on the Future with no lock
+held; a single reader thread cuts replies out of the stream and resolves them. Anything
+wrong with the stream or the framing closes the client and fails every pending request
+with ECONNABORTED, so callers always get an errno, never a hang or a dead thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat as stat_mod
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
+
+from pysshfs.sftp.codec import (
+    DEFAULT_MAX_READ,
+    DEFAULT_MAX_WRITE,
+    MAX_PACKET_LENGTH,
+    PACKET_NAMES,
+    SFTP_VERSION,
+    SSH_FXF_EXCL,
+    SSH_FXP_ATTRS,
+    SSH_FXP_CLOSE,
+    SSH_FXP_DATA,
+    SSH_FXP_EXTENDED,
+    SSH_FXP_EXTENDED_REPLY,
+    SSH_FXP_FSETSTAT,
+    SSH_FXP_FSTAT,
+    SSH_FXP_HANDLE,
+    SSH_FXP_LSTAT,
+    SSH_FXP_MKDIR,
+    SSH_FXP_NAME,
+    SSH_FXP_OPEN,
+    SSH_FXP_OPENDIR,
+    SSH_FXP_READ,
+    SSH_FXP_READDIR,
+    SSH_FXP_READLINK,
+    SSH_FXP_REALPATH,
+    SSH_FXP_REMOVE,
+    SSH_FXP_RENAME,
+    SSH_FXP_RMDIR,
+    SSH_FXP_SETSTAT,
+    SSH_FXP_STAT,
+    SSH_FXP_STATUS,
+    SSH_FXP_SYMLINK,
+    SSH_FXP_VERSION,
+    SSH_FXP_WRITE,
+    Attrs,
+    ProtocolError,
+    Reader,
+    build_init,
+    build_packet,
+    decode_attrs,
+    decode_limits,
+    decode_names,
+    decode_status,
+    decode_statvfs,
+    decode_version,
+    encode_attrs,
+    string,
+    u32,
+    u64,
+)
+from pysshfs.sftp.errors import (
+    SSH_FX_EOF,
+    SSH_FX_FAILURE,
+    SSH_FX_NO_SUCH_FILE,
+    SSH_FX_OK,
+    SFTPError,
+    path_str,
+    refined_error,
+    status_error,
+)
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 256 * 1024
+READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
+_HEADER_SIZE = 4
+
+# A reply parser: (packet type, reader positioned after the id, the request) -> result.
+Parser = Callable[[int, Reader, "_Request"], Any]
+
+
+class Stream(Protocol):
+    def sendall(self, data: bytes) -> Any: ...
+    def recv(self, n: int) -> bytes: ...
+    def close(self) -> Any: ...
+
+
+class PipeStream:
+    """A local process's stdin/stdout as a stream (sftp_server=PATH mode, tests).
+
+    Only the reader thread reads; it closes stdout once it sees EOF, so close() never
+    pulls a file descriptor from under a blocked read.
+    """
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        if proc.stdin is None or proc.stdout is None:
+            raise ValueError("PipeStream needs a process started with stdin=PIPE, stdout=PIPE")
+        self.proc = proc
+        self._in_fd = proc.stdin.fileno()
+        self._out = proc.stdout
+        self._read = getattr(proc.stdout, "read1", proc.stdout.read)
+        self._closed = False
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], **popen_kwargs: Any) -> PipeStream:
+        """Start `argv` (e.g. /usr/lib/openssh/sftp-server) with piped stdin/stdout."""
+        popen_kwargs.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                **popen_kwargs)
+        return cls(proc)
+
+    def sendall(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._in_fd, view)
+            view = view[written:]
+
+    def recv(self, n: int) -> bytes:
+        try:
+            data = self._read(n)
+        except ValueError:  # stdout already closed
+            return b""
+        if not data:
+            try:
+                self._out.close()
+            except OSError:
+                pass
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        # sftp-server exits at EOF on stdin; one stuck writing to us needs a signal.
+        for stop in (self.proc.terminate, self.proc.kill):
+            try:
+                self.proc.wait(timeout=2)
+                return
+            except subprocess.TimeoutExpired:
+                stop()
+        self.proc.wait()
+
+
+class _Request:
+    __slots__ = ("future", "parse", "op", "path", "started")
+
+    def __init__(self, future: Future, parse: Parser, op: str, path: bytes | None,
+                 started: float) -> None:
+        self.future = future
+        self.parse = parse
+        self.op = op
+        self.path = path
+        self.started = started
+
+
+def _lost_error(name: str, reason: BaseException | str | None) -> OSError:
+    why = f": {reason}" if reason else ""
+    return OSError(errno.ECONNABORTED, f"{name}: SFTP connection lost{why}")
+
+
+def _set_exception(future: Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+# --- reply parsers ----------------------------------------------------------------------
+def _status_failure(ptype: int, r: Reader, req: _Request) -> SFTPError:
+    """The error of a STATUS reply that is not the success the caller hoped for."""
+    code, message = decode_status(r)
+    if code == SSH_FX_OK:
+        raise ProtocolError(f"{req.op}: OK status where a {req.op} answer was expected")
+    return status_error(code, message, req.path)
+
+
+def _unexpected(ptype: int, req: _Request) -> ProtocolError:
+    return ProtocolError(f"unexpected {PACKET_NAMES.get(ptype, ptype)} reply to {req.op}")
+
+
+def _expect_ok(ptype: int, r: Reader, req: _Request) -> None:
+    if ptype != SSH_FXP_STATUS:
+        raise _unexpected(ptype, req)
+    code, message = decode_status(r)
+    if code != SSH_FX_OK:
+        raise status_error(code, message, req.path)
+
+
+def _expect_handle(ptype: int, r: Reader, req: _Request) -> bytes:
+    if ptype == SSH_FXP_HANDLE:
+        handle = r.string()
+        if len(handle) > 256:  # the draft's limit; a bigger one is a broken server
+            raise ProtocolError(f"handle of {len(handle)} bytes")
+        return handle
+    if ptype == SSH_FXP_STATUS:
+        raise _status_failure(ptype, r, req)
+    raise _unexpected(ptype, req)
+
+
+def _expect_attrs(ptype: int, r: Reader, req: _Request) -> Attrs:
+    if ptype == SSH_FXP_ATTRS:
+        return decode_attrs(r)
+    if ptype == SSH_FXP_STATUS:
+        raise _status_failure(ptype, r, req)
+    raise _unexpected(ptype, req)
+
+
+def _make_expect_data(length: int) -> Parser:
+    def parse(ptype: int, r: Reader, req: _Request) -> bytes:
+        if ptype == SSH_FXP_DATA:
+            data = r.string()
+            if len(data) > length:
+                raise ProtocolError(f"READ of {length} bytes answered with {len(data)}")
+            return data
+        if ptype == SSH_FXP_STATUS:
+            code, message = decode_status(r)
+            if code == SSH_FX_EOF:
+                return b""
+            if code == SSH_FX_OK:
+                raise ProtocolError("OK status where DATA was expected")
+            raise status_error(code, message, req.path)
+        raise _unexpected(ptype, req)
+
+    return parse
+
+
+def _expect_names(ptype: int, r: Reader, req: _Request) -> list[tuple[bytes, bytes, Attrs]] | None:
+    if ptype == SSH_FXP_NAME:
+        return decode_names(r)
+    if ptype == SSH_FXP_STATUS:
+        code, message = decode_status(r)
+        if code == SSH_FX_EOF:
+            return None
+        if code == SSH_FX_OK:
+            raise ProtocolError("OK status where NAME was expected")
+        raise status_error(code, message, req.path)
+    raise _unexpected(ptype, req)
+
+
+def _expect_one_name(ptype: int, r: Reader, req: _Request) -> bytes:
+    names = _expect_names(ptype, r, req)
+    if names is None:
+        raise status_error(SSH_FX_EOF, "no name in reply", req.path)
+    if len(names) != 1:
+        raise ProtocolError(f"{req.op}: {len(names)} names where one was expected")
+    return names[0][0]
+
+
+def _expect_extended(ptype: int, r: Reader, req: _Request) -> Reader:
+    if ptype == SSH_FXP_EXTENDED_REPLY:
+        return r
+    if ptype == SSH_FXP_STATUS:
+        raise _status_failure(ptype, r, req)
+    raise _unexpected(ptype, req)
+
+
+def _expect_statvfs(ptype: int, r: Reader, req: _Request) -> dict[str, int]:
+    return decode_statvfs(_expect_extended(ptype, r, req))
+
+
+def _expect_limits(ptype: int, r: Reader, req: _Request) -> tuple[int, int, int, int]:
+    return decode_limits(_expect_extended(ptype, r, req))
+
+
+# --- the client -------------------------------------------------------------------------
+class SFTPClient:
+    """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
+
+    def __init__(self, stream: Stream, *, name: str = "sftp") -> None:
+        self.name = name
+        self.version = 0
+        self.extensions: dict[str, bytes] = {}
+        self.max_read = DEFAULT_MAX_READ
+        self.max_write = DEFAULT_MAX_WRITE
+        self.max_open_handles = 0  # 0 = the server did not say
+        self.closed = False
+        self.on_closed: Callable[[BaseException | None], None] | None = None
+        self._stream = stream
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Request] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._version_future: Future = Future()
+        self._reader: threading.Thread | None = None
+        self._close_reason: BaseException | str | None = None
+        self._closed_locally = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"v{self.version}"
+        return f"<SFTPClient {self.name} {state}>"
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        """INIT/VERSION handshake, then ask for limits@openssh.com if the server has it."""
+        if self._reader is not None:
+            raise RuntimeError("SFTPClient.start() called twice")
+        self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader",
+                                        daemon=True)
+        self._reader.start()
+        try:
+            with self._send_lock:
+                self._stream.sendall(build_init(SFTP_VERSION))
+        except Exception as exc:  # noqa: BLE001 - any stream failure means no session
+            self._shutdown(exc)
+            raise _lost_error(self.name, exc) from None
+        try:
+            version, extensions = self._version_future.result(timeout)
+        except FutureTimeout:
+            self._shutdown("no VERSION reply")
+            raise OSError(errno.ETIMEDOUT,
+                          f"{self.name}: no SFTP version reply within {timeout:g}s") from None
+        if version > SFTP_VERSION:
+            self._shutdown("bad version")
+            raise ProtocolError(f"server answered INIT v3 with version {version}")
+        self.version = version
+        self.extensions = extensions
+        log.debug("%s: SFTP version %d, extensions %s", self.name, version,
+                  ", ".join(f"{k}={v.decode('ascii', 'replace')}" for k, v in extensions.items()))
+        if self.has_extension("limits@openssh.com"):
+            try:
+                fut = self._extended("limits@openssh.com", [], _expect_limits, None)
+                self._apply_limits(*self._wait(fut, timeout))
+            except OSError as exc:
+                if self.closed:
+                    raise
+                log.warning("%s: limits@openssh.com failed (%s); using defaults", self.name, exc)
+
+    def _apply_limits(self, max_packet: int, max_read: int, max_write: int,
+                      max_handles: int) -> None:
+        # 0 means "no limit" and says nothing about what is fast; keep the defaults then.
+        # Never go above what our own reader accepts as one packet.
+        ceiling = MAX_PACKET_LENGTH - 1024
+        if max_packet:
+            ceiling = min(ceiling, max_packet - 1024) if max_packet > 2048 else ceiling
+        if max_read:
+            self.max_read = max(1024, min(max_read, ceiling))
+        if max_write:
+            self.max_write = max(1024, min(max_write, ceiling))
+        self.max_open_handles = max_handles
+        log.debug("%s: limits: packet %d read %d write %d handles %d -> read %d write %d",
+                  self.name, max_packet, max_read, max_write, max_handles, self.max_read,
+                  self.max_write)
+
+    def has_extension(self, name: str) -> bool:
+        return name in self.extensions
+
+    @property
+    def posix_rename_supported(self) -> bool:
+        return self.has_extension("posix-rename@openssh.com")
+
+    def close(self) -> None:
+        """Close the stream; every request still waiting fails with ECONNABORTED."""
+        self._closed_locally = True
+        self._shutdown("closed by client")
+
+    def __enter__(self) -> SFTPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _shutdown(self, reason: BaseException | str | None) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._close_reason = reason
+            pending, self._pending = self._pending, {}
+        if isinstance(reason, BaseException):
+            log.debug("%s: closing: %s", self.name, reason)
+        for req in pending.values():
+            _set_exception(req.future, _lost_error(self.name, reason))
+        _set_exception(self._version_future, _lost_error(self.name, reason))
+        try:
+            self._stream.close()
+        except Exception as exc:  # noqa: BLE001 - closing a dead stream may fail any way
+            log.debug("%s: closing stream: %s", self.name, exc)
+
+    # --- the reader thread --------------------------------------------------------------
+    def _read_loop(self) -> None:
+        reason: BaseException | None = None
+        try:
+            self._read_packets()
+            reason = _lost_error(self.name, "server closed the stream")
+        except ProtocolError as exc:
+            log.error("%s: %s; closing the connection", self.name, exc.strerror)
+            reason = exc
+        except Exception as exc:  # noqa: BLE001 - the stream may fail in any way
+            reason = exc
+        if self._closed_locally:
+            reason = None
+        self._shutdown(reason if reason is not None else "closed by client")
+        callback = self.on_closed
+        if callback is not None:
+            try:
+                callback(reason)
+            except Exception:  # noqa: BLE001 - a hook must not take the reader down loudly
+                log.exception("%s: on_closed callback failed", self.name)
+
+    def _read_packets(self) -> None:
+        recv = self._stream.recv
+        buf = bytearray()
+        pos = 0
+        first = True
+        while True:
+            # Cut every complete packet out of the buffer, then receive more.
+            while True:
+                avail = len(buf) - pos
+                if avail < _HEADER_SIZE:
+                    break
+                length = int.from_bytes(buf[pos:pos + 4], "big")
+                if length < 5 or length > MAX_PACKET_LENGTH:
+                    raise ProtocolError(f"packet length {length} out of range")
+                if avail < 4 + length:
+                    break
+                with memoryview(buf) as view:  # one copy out, and the export ends here
+                    packet = bytes(view[pos + 4:pos + 4 + length])
+                pos += 4 + length
+                if first:
+                    self._handle_version(packet)
+                    first = False
+                else:
+                    self._dispatch(packet)
+            if self.closed:
+                return
+            if pos:
+                del buf[:pos]
+                pos = 0
+            chunk = recv(RECV_SIZE)
+            if not chunk:
+                return
+            buf += chunk
+
+    def _handle_version(self, packet: bytes) -> None:
+        if packet[0] != SSH_FXP_VERSION:
+            raise ProtocolError(f"expected VERSION, got packet type {packet[0]}")
+        self._version_future.set_result(decode_version(memoryview(packet)[1:]))
+
+    def _dispatch(self, packet: bytes) -> None:
+        if len(packet) < 5:
+            raise ProtocolError(f"reply of {len(packet)} bytes has no request id")
+        r = Reader(packet)
+        ptype = r.byte()
+        request_id = r.u32()
+        with self._lock:
+            req = self._pending.pop(request_id, None)
+        if req is None:
+            # A reply nobody asked for: the framing is intact, so drop it and carry on.
+            log.warning("%s: reply %s to unknown request %d ignored", self.name,
+                        PACKET_NAMES.get(ptype, ptype), request_id)
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
+                      len(packet), (time.monotonic() - req.started) * 1000)
+        try:
+            result = req.parse(ptype, r, req)
+        except OSError as exc:
+            req.future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - a bad reply fails its request, not us
+            req.future.set_exception(ProtocolError(f"bad {req.op} reply: {exc!r}"))
+        else:
+            req.future.set_result(result)
+
+    # --- sending ------------------------------------------------------------------------
+    def _send(self, ptype: int, parts: list[bytes | memoryview], parse: Parser, op: str,
+              path: bytes | None, detail: Any = None) -> Future:
+        """Register and send one request; its Future resolves in the reader thread."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
+        debug = log.isEnabledFor(logging.DEBUG)
+        req = _Request(future, parse, op, path, time.monotonic() if debug else 0.0)
+        with self._lock:
+            if self.closed:
+                raise _lost_error(self.name, self._close_reason)
+            request_id = next(self._ids) & 0xFFFFFFFF
+            while request_id in self._pending or request_id == 0:
+                request_id = next(self._ids) & 0xFFFFFFFF
+            self._pending[request_id] = req
+        packet = build_packet(ptype, request_id, parts)
+        if debug:
+            what = detail if detail is not None else path_str(path) or ""
+            log.debug("[%05d] %s %s", request_id, op, what)
+        try:
+            with self._send_lock:
+                self._stream.sendall(packet)
+        except Exception as exc:  # noqa: BLE001 - any failure to send loses the session
+            self._shutdown(exc)
+            raise _lost_error(self.name, exc) from None
+        return future
+
+    def _extended(self, name: str, parts: list[bytes | memoryview], parse: Parser,
+                  path: bytes | None, detail: Any = None) -> Future:
+        return self._send(SSH_FXP_EXTENDED, [string(name), *parts], parse, name, path, detail)
+
+    def _require(self, extension: str, err: int = errno.EOPNOTSUPP) -> None:
+        if not self.has_extension(extension):
+            raise OSError(err, f"the server does not support {extension}")
+
+    def _wait(self, future: Future, timeout: float | None) -> Any:
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise OSError(errno.ETIMEDOUT, f"{self.name}: no reply within {timeout:g}s") \
+                from None
+
+    def _call(self, ptype: int, parts: list[bytes | memoryview], parse: Parser, op: str,
+              path: bytes | None, timeout: float | None, detail: Any = None) -> Any:
+        return self._wait(self._send(ptype, parts, parse, op, path, detail), timeout)
+
+    def _lstat_or_none(self, path: bytes, timeout: float | None) -> Attrs | None:
+        try:
+            return self.lstat(path, timeout=timeout)
+        except OSError:
+            return None
+
+    # --- attributes ---------------------------------------------------------------------
+    def stat(self, path: bytes, *, timeout: float | None = None) -> Attrs:
+        return self._call(SSH_FXP_STAT, [string(path)], _expect_attrs, "STAT", path, timeout)
+
+    def stat_async(self, path: bytes) -> Future:
+        return self._send(SSH_FXP_STAT, [string(path)], _expect_attrs, "STAT", path)
+
+    def lstat(self, path: bytes, *, timeout: float | None = None) -> Attrs:
+        return self._call(SSH_FXP_LSTAT, [string(path)], _expect_attrs, "LSTAT", path, timeout)
+
+    def lstat_async(self, path: bytes) -> Future:
+        return self._send(SSH_FXP_LSTAT, [string(path)], _expect_attrs, "LSTAT", path)
+
+    def fstat(self, handle: bytes, *, timeout: float | None = None) -> Attrs:
+        return self._call(SSH_FXP_FSTAT, [string(handle)], _expect_attrs, "FSTAT", None,
+                          timeout, handle.hex())
+
+    def setstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
+        self._call(SSH_FXP_SETSTAT, [string(path), encode_attrs(attrs)], _expect_ok,
+                   "SETSTAT", path, timeout, f"{path_str(path)} {attrs}")
+
+    def lsetstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
+        """setstat that does not follow a final symlink (lsetstat@openssh.com)."""
+        self._require("lsetstat@openssh.com")
+        self._wait(self._extended("lsetstat@openssh.com", [string(path), encode_attrs(attrs)],
+                                  _expect_ok, path, f"{path_str(path)} {attrs}"), timeout)
+
+    def fsetstat(self, handle: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
+        self._call(SSH_FXP_FSETSTAT, [string(handle), encode_attrs(attrs)], _expect_ok,
+                   "FSETSTAT", None, timeout, f"{handle.hex()} {attrs}")
+
+    # --- files --------------------------------------------------------------------------
+    def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
+             timeout: float | None = None) -> bytes:
+        """Open with SSH_FXF_* flags; the server's handle."""
+        try:
+            return self._call(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
+                              _expect_handle, "OPEN", path, timeout,
+                              f"{path_str(path)} flags=0x{pflags:02x}")
+        except SFTPError as exc:
+            # OpenSSH reports EEXIST as a bare FAILURE.
+            if exc.status == SSH_FX_FAILURE and pflags & SSH_FXF_EXCL \
+                    and self._lstat_or_none(path, timeout) is not None:
+                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
+                    from None
+            raise
+
+    def close_handle(self, handle: bytes, *, timeout: float | None = None) -> None:
+        self._call(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None, timeout,
+                   handle.hex())
+
+    def read(self, handle: bytes, offset: int, length: int, *,
+             timeout: float | None = None) -> bytes:
+        """Up to `length` bytes (the server may answer fewer); b"" only at end of file."""
+        return self._wait(self.read_async(handle, offset, length), timeout)
+
+    def read_async(self, handle: bytes, offset: int, length: int) -> Future:
+        """Future of the bytes at `offset`; `length` is capped at max_read."""
+        length = min(length, self.max_read)
+        return self._send(SSH_FXP_READ, [string(handle), u64(offset), u32(length)],
+                          _make_expect_data(length), "READ", None,
+                          f"{handle.hex()} {offset} {length}")
+
+    def write(self, handle: bytes, offset: int, data: bytes | memoryview, *,
+              timeout: float | None = None) -> None:
+        self._wait(self.write_async(handle, offset, data), timeout)
+
+    def write_async(self, handle: bytes, offset: int, data: Any) -> Future:
+        """Future that is done when all of `data` is acknowledged; split at max_write."""
+        view = memoryview(data).cast("B")
+        if len(view) <= self.max_write:
+            return self._write_one(handle, offset, view)
+        parts = [self._write_one(handle, offset + pos, view[pos:pos + self.max_write])
+                 for pos in range(0, len(view), self.max_write)]
+        return _all_of(parts)
+
+    def _write_one(self, handle: bytes, offset: int, view: memoryview) -> Future:
+        return self._send(SSH_FXP_WRITE, [string(handle), u64(offset), u32(len(view)), view],
+                          _expect_ok, "WRITE", None, f"{handle.hex()} {offset} {len(view)}")
+
+    def fsync(self, handle: bytes, *, timeout: float | None = None) -> None:
+        """Flush the remote file to disk (fsync@openssh.com); EOPNOTSUPP without it."""
+        self._require("fsync@openssh.com")
+        self._wait(self._extended("fsync@openssh.com", [string(handle)], _expect_ok, None,
+                                  handle.hex()), timeout)
+
+    # --- directories --------------------------------------------------------------------
+    def opendir(self, path: bytes, *, timeout: float | None = None) -> bytes:
+        return self._call(SSH_FXP_OPENDIR, [string(path)], _expect_handle, "OPENDIR", path,
+                          timeout)
+
+    def readdir(self, handle: bytes, *,
+                timeout: float | None = None) -> list[tuple[bytes, bytes, Attrs]] | None:
+        """The next batch of (name, longname, attrs); None at the end of the directory."""
+        return self._wait(self._readdir_async(handle), timeout)
+
+    def _readdir_async(self, handle: bytes) -> Future:
+        return self._send(SSH_FXP_READDIR, [string(handle)], _expect_names, "READDIR", None,
+                          handle.hex())
+
+    def listdir_attr(self, path: bytes, *,
+                     timeout: float | None = None) -> list[tuple[bytes, Attrs]]:
+        """All entries of a directory except "." and "..", with their attributes.
+
+        Keeps READDIR_IN_FLIGHT requests outstanding: the server answers them in order,
+        so batches arrive in directory order without a round trip between them.
+        """
+        handle = self.opendir(path, timeout=timeout)
+        entries: list[tuple[bytes, Attrs]] = []
+        try:
+            in_flight = deque(self._readdir_async(handle) for _ in range(READDIR_IN_FLIGHT))
+            eof = False
+            while in_flight:
+                batch = self._wait(in_flight.popleft(), timeout)
+                if batch is None:
+                    eof = True
+                    continue
+                if not eof:
+                    in_flight.append(self._readdir_async(handle))
+                entries.extend((name, attrs) for name, _, attrs in batch
+                               if name not in (b".", b".."))
+        except SFTPError as exc:
+            if exc.filename is None:
+                exc.filename = path_str(path)
+            raise
+        finally:
+            if not self.closed:
+                try:
+                    self.close_handle(handle, timeout=timeout)
+                except OSError as exc:
+                    log.debug("%s: closing directory handle: %s", self.name, exc)
+        return entries
+
+    def mkdir(self, path: bytes, attrs: Attrs | None = None, *,
+              timeout: float | None = None) -> None:
+        try:
+            self._call(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)], _expect_ok, "MKDIR",
+                       path, timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(path, timeout):
+                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
+                    from None
+            raise
+
+    def rmdir(self, path: bytes, *, timeout: float | None = None) -> None:
+        try:
+            self._call(SSH_FXP_RMDIR, [string(path)], _expect_ok, "RMDIR", path, timeout)
+        except SFTPError as exc:
+            # OpenSSH folds ENOTEMPTY into FAILURE and ENOTDIR into NO_SUCH_FILE.
+            if exc.status in (SSH_FX_FAILURE, SSH_FX_NO_SUCH_FILE):
+                st = self._lstat_or_none(path, timeout)
+                if st is not None and st.mode is not None:
+                    if not stat_mod.S_ISDIR(st.mode):
+                        raise refined_error(exc.status, errno.ENOTDIR, "not a directory",
+                                            path) from None
+                    if exc.status == SSH_FX_FAILURE:
+                        raise refined_error(exc.status, errno.ENOTEMPTY,
+                                            "directory not empty", path) from None
+            raise
+
+    # --- names --------------------------------------------------------------------------
+    def remove(self, path: bytes, *, timeout: float | None = None) -> None:
+        try:
+            self._call(SSH_FXP_REMOVE, [string(path)], _expect_ok, "REMOVE", path, timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE:
+                st = self._lstat_or_none(path, timeout)
+                if st is not None and st.mode is not None and stat_mod.S_ISDIR(st.mode):
+                    raise refined_error(exc.status, errno.EISDIR, "is a directory", path) from None
+            raise
+
+    def realpath(self, path: bytes, *, timeout: float | None = None) -> bytes:
+        return self._call(SSH_FXP_REALPATH, [string(path)], _expect_one_name, "REALPATH", path,
+                          timeout)
+
+    def readlink(self, path: bytes, *, timeout: float | None = None) -> bytes:
+        return self._call(SSH_FXP_READLINK, [string(path)], _expect_one_name, "READLINK", path,
+                          timeout)
+
+    def symlink(self, target: bytes, linkpath: bytes, *, timeout: float | None = None) -> None:
+        """Make `linkpath` a symlink pointing at `target`.
+
+        The draft orders SYMLINK as (linkpath, targetpath); OpenSSH's sftp-server reads it
+        as (target, linkpath), and so does every server that follows it, so that is sent.
+        """
+        try:
+            self._call(SSH_FXP_SYMLINK, [string(target), string(linkpath)], _expect_ok,
+                       "SYMLINK", linkpath, timeout,
+                       f"{path_str(linkpath)} -> {path_str(target)}")
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(linkpath, timeout):
+                raise refined_error(exc.status, errno.EEXIST, "file exists", linkpath) from None
+            raise
+
+    def rename(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
+        """Rename; replaces `new` atomically when the server has posix-rename@openssh.com.
+
+        Plain v3 RENAME fails when `new` exists (EEXIST then).
+        """
+        detail = f"{path_str(old)} -> {path_str(new)}"
+        try:
+            if self.posix_rename_supported:
+                self._wait(self._extended("posix-rename@openssh.com",
+                                          [string(old), string(new)], _expect_ok, old, detail),
+                           timeout)
+            else:
+                self._call(SSH_FXP_RENAME, [string(old), string(new)], _expect_ok, "RENAME",
+                           old, timeout, detail)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE:
+                raise self._explain_rename_failure(exc, old, new, timeout) from None
+            raise
+
+    def _explain_rename_failure(self, exc: SFTPError, old: bytes, new: bytes,
+                                timeout: float | None) -> SFTPError:
+        st_new = self._lstat_or_none(new, timeout)
+        if st_new is None:
+            return exc
+        if not self.posix_rename_supported:
+            return refined_error(exc.status, errno.EEXIST, "file exists", new)
+        st_old = self._lstat_or_none(old, timeout)
+        if st_old is None or st_old.mode is None or st_new.mode is None:
+            return exc
+        old_dir, new_dir = stat_mod.S_ISDIR(st_old.mode), stat_mod.S_ISDIR(st_new.mode)
+        if old_dir and new_dir:
+            return refined_error(exc.status, errno.ENOTEMPTY, "directory not empty", new)
+        if new_dir:
+            return refined_error(exc.status, errno.EISDIR, "is a directory", new)
+        if old_dir:
+            return refined_error(exc.status, errno.ENOTDIR, "not a directory", new)
+        return exc
+
+    def hardlink(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
+        """Make `new` another name of `old` (hardlink@openssh.com); ENOSYS without it."""
+        self._require("hardlink@openssh.com", errno.ENOSYS)
+        try:
+            self._wait(self._extended("hardlink@openssh.com", [string(old), string(new)],
+                                      _expect_ok, new, f"{path_str(old)} -> {path_str(new)}"),
+                       timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(new, timeout):
+                raise refined_error(exc.status, errno.EEXIST, "file exists", new) \
+                    from None
+            raise
+
+    # --- file systems and paths ---------------------------------------------------------
+    def statvfs(self, path: bytes, *, timeout: float | None = None) -> dict[str, int]:
+        """os.statvfs-like numbers (statvfs@openssh.com); EOPNOTSUPP without it."""
+        self._require("statvfs@openssh.com")
+        return self._wait(self._extended("statvfs@openssh.com", [string(path)],
+                                         _expect_statvfs, path), timeout)
+
+    def fstatvfs(self, handle: bytes, *, timeout: float | None = None) -> dict[str, int]:
+        self._require("fstatvfs@openssh.com")
+        return self._wait(self._extended("fstatvfs@openssh.com", [string(handle)],
+                                         _expect_statvfs, None, handle.hex()), timeout)
+
+    def expand_path(self, path: bytes, *, timeout: float | None = None) -> bytes:
+        """Canonical path with "~" and "~user" expanded (expand-path@openssh.com).
+
+        Without the extension this is realpath, which does not expand "~".
+        """
+        if not self.has_extension("expand-path@openssh.com"):
+            return self.realpath(path, timeout=timeout)
+        return self._wait(self._extended("expand-path@openssh.com", [string(path)],
+                                         _expect_one_name, path), timeout)
+
+    def extended(self, name: str, data: bytes = b"", *,
+                 timeout: float | None = None) -> bytes:
+        """A raw extended request; the EXTENDED_REPLY payload (for extensions not wrapped)."""
+        def parse(ptype: int, r: Reader, req: _Request) -> bytes:
+            if ptype == SSH_FXP_STATUS:
+                code, message = decode_status(r)
+                if code == SSH_FX_OK:
+                    return b""
+                raise status_error(code, message, None)
+            return _expect_extended(ptype, r, req).rest()
+
+        return self._wait(self._extended(name, [data], parse, None), timeout)
+
+
+def _all_of(futures: list[Future]) -> Future:
+    """A Future done when all are; fails with the first failure (in request order)."""
+    combined: Future = Future()
+    combined.set_running_or_notify_cancel()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        for fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                combined.set_exception(exc)
+                return
+        combined.set_result(None)
+
+    for fut in futures:
+        fut.add_done_callback(one_done)
+    return combined

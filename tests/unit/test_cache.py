@@ -1,0 +1,107 @@
+"""Cache invalidation rules: each change through the mount touches exactly what it affects."""
+
+from __future__ import annotations
+
+import time
+
+from pysshfs.cache import CacheConfig, MetadataCache, parent_of
+from pysshfs.sftp.codec import Attrs
+
+
+def make(**kw: object) -> MetadataCache:
+    return MetadataCache(CacheConfig(**kw))  # type: ignore[arg-type]
+
+
+def test_parent_of() -> None:
+    assert parent_of("/") == "/"
+    assert parent_of("/a") == "/"
+    assert parent_of("/a/b/c") == "/a/b"
+
+
+def test_listing_seeds_attributes() -> None:
+    c = make()
+    names = c.learned_listing("/d", [("x", Attrs(size=1, mode=0o100644)),
+                                     ("y", Attrs(size=2, mode=0o40755))])
+    assert names == [("x", 0o100644), ("y", 0o40755)]
+    assert c.attrs("/d/x").size == 1
+    assert c.attrs("/d/y").size == 2
+    root_names = c.learned_listing("/", [("top", Attrs(size=3))])
+    assert root_names == [("top", 0)]
+    assert c.attrs("/top").size == 3
+
+
+def test_created_invalidates_parent_listing_and_negative() -> None:
+    c = make()
+    c.learned_listing("/d", [])
+    c.learned_missing("/d/new")
+    assert c.is_missing("/d/new")
+    c.created("/d/new")
+    assert not c.is_missing("/d/new")
+    assert c.listing("/d") is None
+
+
+def test_removed_marks_missing_and_drops_parent_listing() -> None:
+    c = make()
+    c.learned_listing("/d", [("f", Attrs(size=1))])
+    c.removed("/d/f")
+    assert c.attrs("/d/f") is None
+    assert c.is_missing("/d/f")
+    assert c.listing("/d") is None
+
+
+def test_renamed_directory_forgets_everything_below_both_sides() -> None:
+    c = make()
+    c.learned_listing("/a", [("f", Attrs(size=1))])
+    c.learned_attrs("/a", Attrs(mode=0o40755))
+    c.learned_attrs("/b/old", Attrs(size=9))
+    c.learned_attrs("/ab", Attrs(size=5))  # shares a prefix, not a child: must survive
+    c.renamed("/a", "/b")
+    assert c.attrs("/a/f") is None
+    assert c.attrs("/a") is None
+    assert c.attrs("/b/old") is None
+    assert c.is_missing("/a")
+    assert c.attrs("/ab").size == 5
+
+
+def test_changed_keeps_listing() -> None:
+    c = make()
+    c.learned_listing("/", [("f", Attrs(size=1))])
+    c.changed("/f")
+    assert c.attrs("/f") is None
+    assert c.listing("/") == [("f", 0)]
+
+
+def test_cache_no_stores_nothing() -> None:
+    c = make(enabled=False)
+    c.learned_attrs("/f", Attrs(size=1))
+    c.learned_missing("/g")
+    c.learned_listing("/", [("f", Attrs(size=1))])
+    assert c.attrs("/f") is None
+    assert not c.is_missing("/g")
+    assert c.listing("/") is None
+
+
+def test_dir_cache_off_keeps_attributes() -> None:
+    c = make(dir_enabled=False)
+    c.learned_listing("/", [("f", Attrs(size=1))])
+    assert c.listing("/") is None
+    assert c.attrs("/f").size == 1
+
+
+def test_entries_expire() -> None:
+    c = make(stat_ttl=0.05, dir_ttl=0.05, negative_ttl=0.05)
+    c.learned_attrs("/f", Attrs(size=1))
+    c.learned_missing("/g")
+    deadline = time.monotonic() + 5
+    while (c.attrs("/f") is not None or c.is_missing("/g")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.attrs("/f") is None
+    assert not c.is_missing("/g")
+
+
+def test_size_bound() -> None:
+    c = make(max_size=10)
+    for i in range(100):
+        c.learned_attrs(f"/f{i}", Attrs(size=i))
+    kept = sum(1 for i in range(100) if c.attrs(f"/f{i}") is not None)
+    assert kept <= 10

@@ -1,0 +1,158 @@
+"""Readahead and write-behind logic of one open file, against an in-memory remote.
+
+The remote here is a plain bytearray answering with futures from a thread pool; it is a
+test double for pure I/O-scheduling logic, not a fake SFTP server (integration tests use
+the real sshd).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import pytest
+
+from pysshfs.fileio import OpenFile
+
+
+class MemoryRemote:
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = bytearray(data)
+        self.pool = ThreadPoolExecutor(4)
+        self.lock = threading.Lock()
+        self.reads: list[tuple[int, int]] = []
+        self.fail_writes_at: int | None = None
+        self.closed = False
+
+    def _read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            self.reads.append((offset, length))
+            return bytes(self.data[offset:offset + length])
+
+    def read(self, handle: bytes, offset: int, length: int) -> bytes:
+        return self._read(offset, length)
+
+    def read_async(self, handle: bytes, offset: int, length: int) -> Future:
+        return self.pool.submit(self._read, offset, length)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        if self.fail_writes_at is not None and offset >= self.fail_writes_at:
+            raise OSError(errno.ENOSPC, "no space")
+        with self.lock:
+            if len(self.data) < offset:
+                self.data.extend(b"\0" * (offset - len(self.data)))
+            self.data[offset:offset + len(data)] = data
+
+    def write_async(self, handle: bytes, offset: int, data: object) -> Future:
+        return self.pool.submit(self._write, offset, bytes(data))  # type: ignore[arg-type]
+
+    def close_handle(self, handle: bytes) -> None:
+        self.closed = True
+
+    def fsync(self, handle: bytes) -> None:
+        pass
+
+
+def open_file(remote: MemoryRemote, chunk: int = 4096) -> OpenFile:
+    return OpenFile(remote, "/f", b"h", os.O_RDWR, chunk, chunk)
+
+
+def test_sequential_read_returns_exact_bytes_and_prefetches() -> None:
+    payload = os.urandom(1_000_003)
+    remote = MemoryRemote(payload)
+    f = open_file(remote)
+    out = bytearray()
+    offset = 0
+    while True:
+        piece = f.read(65536, offset)
+        if not piece:
+            break
+        out += piece
+        offset += len(piece)
+    assert bytes(out) == payload
+    # readahead asked ahead of the reader, in chunk-sized requests
+    assert max(n for _, n in remote.reads) == 4096
+    f.release()
+    assert remote.closed
+
+
+def test_random_read_does_not_prefetch() -> None:
+    remote = MemoryRemote(os.urandom(1 << 20))
+    f = open_file(remote)
+    assert f.read(100, 500_000) == bytes(remote.data[500_000:500_100])
+    assert f.read(10, 10_000) == bytes(remote.data[10_000:10_010])
+    assert sum(n for _, n in remote.reads) == 110
+
+
+def test_read_past_eof_is_empty_and_file_growth_is_seen() -> None:
+    remote = MemoryRemote(b"abc")
+    f = open_file(remote)
+    assert f.read(4096, 0) == b"abc"
+    assert f.read(4096, 3) == b""
+    remote.data += b"def"  # tail -f: the file grew on the server
+    assert f.read(4096, 3) == b"def"
+
+
+def test_writes_land_in_order_and_read_sees_them() -> None:
+    remote = MemoryRemote()
+    f = open_file(remote)
+    payload = os.urandom(300_000)
+    for pos in range(0, len(payload), 10_000):
+        f.write(payload[pos:pos + 10_000], pos)
+    assert f.high_water == len(payload)
+    assert f.read(1000, 5000) == payload[5000:6000]  # drains first
+    f.flush()
+    assert bytes(remote.data) == payload
+
+
+def test_write_error_reported_at_flush_never_dropped() -> None:
+    remote = MemoryRemote()
+    remote.fail_writes_at = 8192
+    f = open_file(remote)
+    f.write(b"x" * 4096, 0)
+    f.write(b"y" * 4096, 8192)  # accepted now, fails on the server
+    with pytest.raises(OSError) as info:
+        f.flush()
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_write_error_reported_at_release() -> None:
+    remote = MemoryRemote()
+    remote.fail_writes_at = 0
+    f = open_file(remote)
+    f.write(b"z" * 100, 0)
+    with pytest.raises(OSError) as info:
+        f.release()
+    assert info.value.errno == errno.ENOSPC
+    assert remote.closed  # the handle is closed all the same
+
+
+def test_unacked_bytes_bounded() -> None:
+    remote = MemoryRemote()
+    f = open_file(remote)
+    f.max_unacked = 64 * 1024
+    gate = threading.Event()
+    original = remote._write
+
+    def slow_write(offset: int, data: bytes) -> None:
+        gate.wait(5)
+        original(offset, data)
+
+    remote._write = slow_write  # type: ignore[method-assign]
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(64):
+            f.write(b"q" * 4096, i * 4096)
+        done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert not done.wait(0.3)  # blocked: 64 KiB in flight and no acknowledgement
+    assert f._unacked <= 64 * 1024
+    gate.set()
+    t.join(10)
+    f.flush()
+    assert bytes(remote.data) == b"q" * (64 * 4096)
