@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 from typing import Any
 
 from pysshfs.cli import MountSpec
@@ -78,10 +79,20 @@ def fuse_options(spec: MountSpec) -> dict[str, Any]:
                  "auto_cache", "direct_io"):
         if o.get(flag):
             kw[flag] = True
+    if _fuse_major() >= 3 and not spec.single_thread:
+        # libfuse 3.14 passes an unset max_idle_threads (UINT_MAX) on and prints
+        # "Ignoring invalid max threads value" on every mount (libfuse#1003): set it.
+        kw["max_idle_threads"] = 10
     for key in ("max_read", "entry_timeout", "attr_timeout", "negative_timeout"):
         if o.get(key) is not None:
             kw[key] = o[key]
     return kw
+
+
+def _fuse_major() -> int:
+    from pysshfs.fuselib import FUSE_MAJOR
+
+    return FUSE_MAJOR
 
 
 def _cache_config(opts: dict[str, Any]) -> Any:
@@ -111,11 +122,24 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
                       io_timeout=float(spec.opts.get("io_timeout") or 0))
     session.connect()
     mounted = {"yes": False}
+    before = os.stat(spec.mountpoint)
 
-    def mounted_now() -> None:
+    def confirm() -> None:
+        # init() runs before libfuse has accepted the INIT exchange; a stat of the root
+        # is only answered once it has, so success is reported only then.
+        try:
+            now = os.stat(spec.mountpoint)
+        except OSError as exc:
+            log.debug("mount not usable: %s", exc)
+            return
+        if now.st_dev == before.st_dev:  # libfuse gave up and unmounted again
+            return
         mounted["yes"] = True
         log.info("mounted %s on %s", spec.source, spec.mountpoint)
         on_mounted()
+
+    def mounted_now() -> None:
+        threading.Thread(target=confirm, name="mount-confirm", daemon=True).start()
 
     ops = SSHFS(session, MetadataCache(_cache_config(spec.opts)), spec.opts,
                 on_mounted=mounted_now)
@@ -126,7 +150,8 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
             raise MountError(errno.EIO, f"mounting on '{spec.mountpoint}'",
                              f"libfuse failed ({exc})",
                              "check the mountpoint and /etc/fuse.conf") from None
-        log.error("FUSE loop ended with an error: %s", exc)
+        # libfuse reports the signal that ended the loop (SIGTERM, SIGINT) as an error too.
+        log.debug("FUSE loop ended with status %s", exc)
     finally:
         session.close()
     log.info("unmounted %s", spec.mountpoint)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -30,6 +31,7 @@ class Remote(Protocol):
     def write(self, handle: Any, offset: int, data: Any) -> None: ...
     def close_handle(self, handle: Any) -> None: ...
     def fsync(self, handle: Any) -> None: ...
+    def failure_cause(self, handle: Any) -> int | None: ...
 
 
 class OpenFile:
@@ -85,7 +87,7 @@ class OpenFile:
                  for off in range(offset, offset + size, self.chunk_read)]
         futures = [self.remote.read_async(self.handle, off, n) for off, n in spans]
         out = bytearray()
-        for (off, n), fut in zip(spans, futures):
+        for (off, n), fut in zip(spans, futures, strict=True):
             try:
                 data = fut.result()
             except OSError as exc:
@@ -226,7 +228,10 @@ class OpenFile:
             err = self._error
             self._error = None  # reported once, as a local fs does
         if err is not None:
-            raise OSError(err.errno or errno.EIO, f"earlier write failed: {err.strerror}")
+            code = err.errno or errno.EIO
+            if code == errno.EIO:  # the server's bare FAILURE: a full or read-only disk?
+                code = self.remote.failure_cause(self.handle) or code
+            raise OSError(code, f"earlier write failed: {os.strerror(code)}")
 
     # --- lifecycle ----------------------------------------------------------------------
     def flush(self) -> None:

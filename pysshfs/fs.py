@@ -21,7 +21,6 @@ from pysshfs.cache import MetadataCache
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
-from pysshfs.symlinks import SymlinkPolicy
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
     SSH_FXF_CREAT,
@@ -31,6 +30,7 @@ from pysshfs.sftp.codec import (
     SSH_FXF_WRITE,
     Attrs,
 )
+from pysshfs.symlinks import SymlinkPolicy
 
 log = logging.getLogger(__name__)
 
@@ -343,8 +343,15 @@ class SSHFS(Operations):
 
     # --- attributes changes ---------------------------------------------------------------
     def _setstat(self, path: str, attrs: Attrs) -> None:
+        """Change the object at `path` itself: the kernel has already resolved symlinks,
+        so a path that is a symlink here means lchown/lutimes, and SETSTAT would follow
+        it (unless follow_symlinks shows links as their targets)."""
+        remote = self.session.remote_path(path)
         try:
-            self.session.setstat(self.session.remote_path(path), attrs)
+            if not self.follow_symlinks and self.session.has_extension("lsetstat@openssh.com"):
+                self.session.lsetstat(remote, attrs)
+            else:
+                self.session.setstat(remote, attrs)
         finally:
             self.cache.changed(path)
 
@@ -469,7 +476,12 @@ class SSHFS(Operations):
                                          "f_bavail", "f_files", "f_ffree", "f_favail",
                                          "f_namemax") if key in st}
 
-    def init(self, path: str) -> None:
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """The kernel's INIT: agree on request sizes, then tell the daemon we are mounted."""
+        max_read = self.opts.get("max_read")
+        if conn is not None and max_read and hasattr(conn, "max_read"):
+            # libfuse 3 refuses the mount unless init() repeats the -o max_read value.
+            conn.max_read = int(max_read)
         if self.on_mounted is not None:
             self.on_mounted()
 

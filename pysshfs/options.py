@@ -26,7 +26,7 @@ class Option:
     """One `-o` option. `kind` is how the value is parsed; `dest` where it is stored."""
 
     name: str
-    kind: str  # "flag" (no value), "bool" (yes/no), "int", "float", "octal", "str", "choice", "list"
+    kind: str  # "flag", "bool" (yes/no), "int", "float", "octal", "str", "choice", "list"
     default: Any
     help: str
     group: str = "general"

@@ -345,6 +345,13 @@ class Session:
     def fsync(self, rf: RemoteFile) -> None:
         self._file_call("fsync", rf)
 
+    def failure_cause(self, rf: RemoteFile) -> int | None:
+        """EROFS/ENOSPC behind a bare FAILURE on `rf` (see SFTPClient.failure_cause)."""
+        client = self.sftp
+        if client is None or rf.generation != self.generation:
+            return None
+        return client.failure_cause(rf.path, rf.handle)
+
     def close_handle(self, rf: RemoteFile) -> None:
         if rf.closed:
             return

@@ -29,7 +29,11 @@ from pysshfs.sftp.codec import (
     MAX_PACKET_LENGTH,
     PACKET_NAMES,
     SFTP_VERSION,
+    SSH_FXE_STATVFS_ST_RDONLY,
+    SSH_FXF_CREAT,
     SSH_FXF_EXCL,
+    SSH_FXF_TRUNC,
+    SSH_FXF_WRITE,
     SSH_FXP_ATTRS,
     SSH_FXP_CLOSE,
     SSH_FXP_DATA,
@@ -77,6 +81,7 @@ from pysshfs.sftp.errors import (
     SSH_FX_FAILURE,
     SSH_FX_NO_SUCH_FILE,
     SSH_FX_OK,
+    SSH_FX_PERMISSION_DENIED,
     SFTPError,
     path_str,
     refined_error,
@@ -529,6 +534,56 @@ class SFTPClient:
         except OSError:
             return None
 
+    def failure_cause(self, path: bytes | None = None, handle: bytes | None = None, *,
+                      timeout: float | None = None) -> int | None:
+        """EROFS or ENOSPC when the file system explains a bare FAILURE, else None.
+
+        OpenSSH's sftp-server folds EROFS and ENOSPC into SSH_FX_FAILURE; the file
+        system's own numbers (statvfs@openssh.com) say which it was.
+        """
+        try:
+            if handle is not None and self.has_extension("fstatvfs@openssh.com"):
+                st = self.fstatvfs(handle, timeout=timeout)
+            elif path is not None and self.has_extension("statvfs@openssh.com"):
+                st = self._statvfs_nearest(path, timeout)
+            else:
+                return None
+        except OSError:
+            return None
+        if st.get("f_flag", 0) & SSH_FXE_STATVFS_ST_RDONLY:
+            return errno.EROFS
+        if st.get("f_bavail", 1) == 0 or st.get("f_favail", 1) == 0:
+            return errno.ENOSPC
+        return None
+
+    def _statvfs_nearest(self, path: bytes, timeout: float | None) -> dict[str, int]:
+        """statvfs of `path`, or of its directory when `path` does not exist (yet)."""
+        try:
+            return self.statvfs(path, timeout=timeout)
+        except OSError:
+            parent = path.rsplit(b"/", 1)[0] or b"/"
+            return self.statvfs(parent, timeout=timeout)
+
+    def _explain_setstat(self, exc: SFTPError, path: bytes, attrs: Attrs,
+                         timeout: float | None) -> SFTPError:
+        """OpenSSH folds EPERM into PERMISSION_DENIED. Changing mode, owner or times of a
+        file you can see but do not own is EPERM on a local file system (EACCES is for
+        paths you cannot search, and for a size change without write permission)."""
+        if exc.status == SSH_FX_PERMISSION_DENIED and attrs.size is None \
+                and self._lstat_or_none(path, timeout) is not None:
+            return refined_error(exc.status, errno.EPERM, "operation not permitted", path)
+        return self._refine(exc, path, timeout=timeout)
+
+    def _refine(self, exc: SFTPError, path: bytes | None = None,
+                handle: bytes | None = None, timeout: float | None = None) -> SFTPError:
+        """`exc`, or the EROFS/ENOSPC it really was (see failure_cause)."""
+        if exc.status != SSH_FX_FAILURE or exc.errno != errno.EIO:
+            return exc
+        cause = self.failure_cause(path, handle, timeout=timeout)
+        if cause is None:
+            return exc
+        return refined_error(exc.status, cause, os.strerror(cause), path)
+
     # --- attributes ---------------------------------------------------------------------
     def stat(self, path: bytes, *, timeout: float | None = None) -> Attrs:
         return self._call(SSH_FXP_STAT, [string(path)], _expect_attrs, "STAT", path, timeout)
@@ -547,18 +602,28 @@ class SFTPClient:
                           timeout, handle.hex())
 
     def setstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
-        self._call(SSH_FXP_SETSTAT, [string(path), encode_attrs(attrs)], _expect_ok,
-                   "SETSTAT", path, timeout, f"{path_str(path)} {attrs}")
+        try:
+            self._call(SSH_FXP_SETSTAT, [string(path), encode_attrs(attrs)], _expect_ok,
+                       "SETSTAT", path, timeout, f"{path_str(path)} {attrs}")
+        except SFTPError as exc:
+            raise self._explain_setstat(exc, path, attrs, timeout) from None
 
     def lsetstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
         """setstat that does not follow a final symlink (lsetstat@openssh.com)."""
         self._require("lsetstat@openssh.com")
-        self._wait(self._extended("lsetstat@openssh.com", [string(path), encode_attrs(attrs)],
-                                  _expect_ok, path, f"{path_str(path)} {attrs}"), timeout)
+        try:
+            self._wait(self._extended("lsetstat@openssh.com",
+                                      [string(path), encode_attrs(attrs)],
+                                      _expect_ok, path, f"{path_str(path)} {attrs}"), timeout)
+        except SFTPError as exc:
+            raise self._explain_setstat(exc, path, attrs, timeout) from None
 
     def fsetstat(self, handle: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
-        self._call(SSH_FXP_FSETSTAT, [string(handle), encode_attrs(attrs)], _expect_ok,
-                   "FSETSTAT", None, timeout, f"{handle.hex()} {attrs}")
+        try:
+            self._call(SSH_FXP_FSETSTAT, [string(handle), encode_attrs(attrs)], _expect_ok,
+                       "FSETSTAT", None, timeout, f"{handle.hex()} {attrs}")
+        except SFTPError as exc:
+            raise self._refine(exc, handle=handle, timeout=timeout) from None
 
     # --- files --------------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
@@ -574,6 +639,8 @@ class SFTPClient:
                     and self._lstat_or_none(path, timeout) is not None:
                 raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
                     from None
+            if pflags & (SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_TRUNC):
+                raise self._refine(exc, path, timeout=timeout) from None
             raise
 
     def close_handle(self, handle: bytes, *, timeout: float | None = None) -> None:
@@ -671,13 +738,17 @@ class SFTPClient:
             if exc.status == SSH_FX_FAILURE and self._lstat_or_none(path, timeout):
                 raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
                     from None
-            raise
+            raise self._refine(exc, path, timeout=timeout) from None
 
     def rmdir(self, path: bytes, *, timeout: float | None = None) -> None:
         try:
             self._call(SSH_FXP_RMDIR, [string(path)], _expect_ok, "RMDIR", path, timeout)
         except SFTPError as exc:
             # OpenSSH folds ENOTEMPTY into FAILURE and ENOTDIR into NO_SUCH_FILE.
+            if exc.status == SSH_FX_FAILURE \
+                    and self.failure_cause(path, timeout=timeout) == errno.EROFS:
+                raise refined_error(exc.status, errno.EROFS, "read-only file system",
+                                    path) from None
             if exc.status in (SSH_FX_FAILURE, SSH_FX_NO_SUCH_FILE):
                 st = self._lstat_or_none(path, timeout)
                 if st is not None and st.mode is not None:
@@ -698,7 +769,7 @@ class SFTPClient:
                 st = self._lstat_or_none(path, timeout)
                 if st is not None and st.mode is not None and stat_mod.S_ISDIR(st.mode):
                     raise refined_error(exc.status, errno.EISDIR, "is a directory", path) from None
-            raise
+            raise self._refine(exc, path, timeout=timeout) from None
 
     def realpath(self, path: bytes, *, timeout: float | None = None) -> bytes:
         return self._call(SSH_FXP_REALPATH, [string(path)], _expect_one_name, "REALPATH", path,
@@ -721,7 +792,7 @@ class SFTPClient:
         except SFTPError as exc:
             if exc.status == SSH_FX_FAILURE and self._lstat_or_none(linkpath, timeout):
                 raise refined_error(exc.status, errno.EEXIST, "file exists", linkpath) from None
-            raise
+            raise self._refine(exc, linkpath, timeout=timeout) from None
 
     def rename(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
         """Rename; replaces `new` atomically when the server has posix-rename@openssh.com.
@@ -739,7 +810,8 @@ class SFTPClient:
                            old, timeout, detail)
         except SFTPError as exc:
             if exc.status == SSH_FX_FAILURE:
-                raise self._explain_rename_failure(exc, old, new, timeout) from None
+                explained = self._explain_rename_failure(exc, old, new, timeout)
+                raise self._refine(explained, new, timeout=timeout) from None
             raise
 
     def _explain_rename_failure(self, exc: SFTPError, old: bytes, new: bytes,
@@ -772,7 +844,7 @@ class SFTPClient:
             if exc.status == SSH_FX_FAILURE and self._lstat_or_none(new, timeout):
                 raise refined_error(exc.status, errno.EEXIST, "file exists", new) \
                     from None
-            raise
+            raise self._refine(exc, new, timeout=timeout) from None
 
     # --- file systems and paths ---------------------------------------------------------
     def statvfs(self, path: bytes, *, timeout: float | None = None) -> dict[str, int]:

@@ -54,6 +54,9 @@ class MemoryRemote:
     def fsync(self, handle: bytes) -> None:
         pass
 
+    def failure_cause(self, handle: bytes) -> int | None:
+        return None
+
 
 def open_file(remote: MemoryRemote, chunk: int = 4096) -> OpenFile:
     return OpenFile(remote, "/f", b"h", os.O_RDWR, chunk, chunk)
