@@ -7,7 +7,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # fuse3: libfuse3 + fusermount3; openssh-*: the test server and ssh-keygen/ssh-agent;
 # sshfs, git and fio: the comparison benchmark and the git/editor tests.
-PACKAGES=(fuse3 openssh-server openssh-client sshfs git fio python3 python3-venv python3-pip)
+# debhelper, dh-python: build the .deb (packaging/build-deb.sh); python3-bcrypt,
+# python3-cachetools, python3-invoke, python3-nacl: what the .deb depends on besides the
+# above, so that the package test installs it without downloading; systemd: the
+# fstab generator and systemd-analyze for the fstab/systemd tests; util-linux: mount, setpriv.
+PACKAGES=(fuse3 openssh-server openssh-client sshfs git fio python3 python3-venv python3-pip
+          debhelper dh-python python3-bcrypt python3-cachetools python3-invoke python3-nacl
+          python3-cryptography systemd util-linux)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

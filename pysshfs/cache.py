@@ -7,10 +7,12 @@ here, as methods named for the change (`created`, `removed`, `renamed`, ...).
 
 from __future__ import annotations
 
+import stat
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
 
@@ -78,8 +80,10 @@ class MetadataCache:
         self._lock = threading.Lock()
         self._attrs: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
         self._negative: _Slot[bool] = _Slot(on, config.negative_ttl, config.max_size)
-        self._dirs: _Slot[list[tuple[str, int]]] = _Slot(on and config.dir_enabled, config.dir_ttl,
-                                             max(1, config.max_size // 10))
+        # A listing: when it was read from the server, and name -> mode (kept current
+        # with the changes made through the mount).
+        self._dirs: _Slot[tuple[float, dict[str, int]]] = _Slot(
+            on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10))
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size)
 
     # --- lookups ------------------------------------------------------------------------
@@ -93,7 +97,22 @@ class MetadataCache:
 
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
-            return self._dirs.get(path)
+            cached = self._dirs.get(path)
+            return None if cached is None else list(cached[1].items())
+
+    def absent(self, path: str) -> bool:
+        """`path` is known not to exist from a recent listing of its directory (no
+        younger than the negative TTL), so looking it up needs no request: what makes
+        creating many files in a new directory (tar, cp -r, git checkout) cheap."""
+        if path == "/":
+            return False
+        parent, name = parent_of(path), path.rsplit("/", 1)[1]
+        with self._lock:
+            cached = self._dirs.get(parent)
+        if cached is None:
+            return False
+        read_at, names = cached
+        return name not in names and time.monotonic() - read_at <= self.config.negative_ttl
 
     def link(self, path: str) -> bytes | None:
         with self._lock:
@@ -111,19 +130,21 @@ class MetadataCache:
             self._links.drop(path)
             self._negative.put(path, True)
 
-    def learned_listing(self, path: str,
-                        entries: Iterable[tuple[str, Attrs]]) -> list[tuple[str, int]]:
-        """Store a READDIR result: (name, mode) pairs, and each entry's attributes."""
-        names: list[tuple[str, int]] = []
+    def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
+                        seed_links: bool = True) -> list[tuple[str, int]]:
+        """Store a READDIR result: (name, mode) pairs, and each entry's attributes
+        (a symlink's own only when `seed_links`)."""
+        names: dict[str, int] = {}
         base = "" if path == "/" else path
         with self._lock:
             for name, attrs in entries:
-                names.append((name, attrs.mode or 0))
+                names[name] = attrs.mode or 0
                 child = f"{base}/{name}"
-                self._attrs.put(child, attrs)
                 self._negative.drop(child)
-            self._dirs.put(path, names)
-        return names
+                if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
+                    self._attrs.put(child, attrs)
+            self._dirs.put(path, (time.monotonic(), names))
+        return list(names.items())
 
     def learned_link(self, path: str, target: bytes) -> None:
         with self._lock:
@@ -135,13 +156,29 @@ class MetadataCache:
         with self._lock:
             self._attrs.drop(path)
 
-    def created(self, path: str) -> None:
-        """A new name appeared (create, mkdir, symlink, link)."""
+    def _edit_listing(self, path: str, mode: int | None) -> None:
+        """Add (mode given) or remove (None) the name in its parent's cached listing."""
+        parent = parent_of(path)
+        cached = self._dirs.get(parent)
+        if cached is None:
+            return
+        read_at, names = cached
+        names = dict(names)
+        if mode is None:
+            names.pop(path.rsplit("/", 1)[1], None)
+        else:
+            names[path.rsplit("/", 1)[1]] = mode
+        self._dirs.put(parent, (read_at, names))
+
+    def created(self, path: str, mode: int) -> None:
+        """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""
         with self._lock:
             self._attrs.drop(path)
             self._negative.drop(path)
             self._links.drop(path)
-            self._dirs.drop(parent_of(path))
+            self._edit_listing(path, mode)
+            if stat.S_ISDIR(mode):  # we just made it: nothing is in it
+                self._dirs.put(path, (time.monotonic(), {}))
 
     def removed(self, path: str) -> None:
         """A name went away (unlink, rmdir)."""
@@ -149,8 +186,15 @@ class MetadataCache:
             self._attrs.drop(path)
             self._links.drop(path)
             self._dirs.drop(path)
-            self._dirs.drop(parent_of(path))
+            self._edit_listing(path, None)
             self._negative.put(path, True)
+
+    def unsure(self, path: str) -> None:
+        """A change of `path` failed, or may have half happened: forget all about it."""
+        with self._lock:
+            for slot in (self._attrs, self._links, self._dirs, self._negative):
+                slot.drop(path)
+            self._dirs.drop(parent_of(path))
 
     def renamed(self, old: str, new: str) -> None:
         """Both sides of a rename, and everything below a renamed directory."""
@@ -169,3 +213,22 @@ class MetadataCache:
         with self._lock:
             for slot in (self._attrs, self._links, self._dirs, self._negative):
                 slot.clear()
+
+
+def kernel_timeouts(opts: dict[str, Any]) -> dict[str, float]:
+    """How long the kernel may trust names and attributes without asking us.
+
+    Half of each cache TTL goes to the kernel, the other half to our own cache (see
+    _cache_config): an answer is then never older than the TTL, the promise sshfs makes,
+    while repeated stat()s (git status, make) never leave the kernel. cache=no: 0, so a
+    change on the server shows at once. -o entry_timeout= etc. override.
+    """
+    caching = bool(opts.get("cache", True))
+    base = float(opts.get("cache_timeout") or 20.0)
+    stat_ttl = float(opts.get("cache_stat_timeout") or base) if caching else 0.0
+    out = {"entry_timeout": stat_ttl / 2, "attr_timeout": stat_ttl / 2,
+           "negative_timeout": stat_ttl / 2}
+    for key in out:
+        if opts.get(key) is not None:
+            out[key] = float(opts[key])
+    return out

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from pysshfs import __version__, options
+from pysshfs import __version__, options, system
 from pysshfs.errors import MountError
 from pysshfs.ssh.request import ConnectRequest
 
@@ -89,11 +89,24 @@ def _store(values: dict[str, Any], ssh_opts: dict[str, str | list[str]], item: s
     opt = None if (raw_value is None and name in options.ACCEPTED_MOUNT_OPTIONS) else \
         options.lookup(name)
     if opt is None:
+        if raw_value is None and name in options.KERNEL_MOUNT_FLAGS:
+            flags: list[str] = values.setdefault("mount_flags", [])
+            opposite = options.KERNEL_MOUNT_FLAGS[name]
+            flags[:] = [f for f in flags if f not in (name, opposite)] + [name]
+            return
         if options.is_generic_mount_option(name, raw_value):
             return
+        sshfs = options.sshfs_only(name)
+        if sshfs is not None:
+            if sshfs.accepted:
+                return
+            raise MountError(errno.EINVAL, f"option '{name}'",
+                             "an sshfs option pysshfs does not have", sshfs.note)
         raise MountError(errno.EINVAL, f"unknown option '{name}'", "pysshfs does not know it",
                          "see pysshfs -h for the options")
     value = options.parse_value(opt, name, raw_value)
+    if opt.negate:
+        value = not value
     if opt.group == "ssh":
         key = opt.key
         if opt.kind == "list":
@@ -251,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     """The `pysshfs` command: exit 0 once mounted (or after -h/-V), 1 on any failure."""
     args = sys.argv[1:] if argv is None else argv
     debug = "-d" in args or "--debug" in args or any("sshfs_debug" in a for a in args)
+    system.use_own_home()
     try:
         spec = parse_args(args)
         spec.mountpoint = check_mountpoint(spec.mountpoint)
+        system.check_can_mount(spec.opts)
     except HelpRequested:
         _print_help()
         return 0

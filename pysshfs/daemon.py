@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import Any
 
+from pysshfs.cache import kernel_timeouts
 from pysshfs.cli import MountSpec
 from pysshfs.errors import MountError
 
@@ -83,9 +84,11 @@ def fuse_options(spec: MountSpec) -> dict[str, Any]:
         # libfuse 3.14 passes an unset max_idle_threads (UINT_MAX) on and prints
         # "Ignoring invalid max threads value" on every mount (libfuse#1003): set it.
         kw["max_idle_threads"] = 10
-    for key in ("max_read", "entry_timeout", "attr_timeout", "negative_timeout"):
-        if o.get(key) is not None:
-            kw[key] = o[key]
+    for flag in o.get("mount_flags") or ():  # noexec (fstab's `user`), sync, noatime...
+        kw[flag] = True
+    kw.update(kernel_timeouts(o))
+    if o.get("max_read") is not None:
+        kw["max_read"] = o["max_read"]
     return kw
 
 
@@ -95,17 +98,40 @@ def _fuse_major() -> int:
     return FUSE_MAJOR
 
 
+READAHEAD_KB = 1024
+
+
+def _widen_readahead(dev: int) -> None:
+    """Let the kernel read ahead 1 MiB at a time on this mount instead of 128 KiB.
+
+    FUSE caps a mount's readahead at the 128 KiB default whatever INIT says; reads then
+    arrive as 128 KiB requests, and the per-request cost in Python, not the network,
+    limits a sequential read (measured: ~210 MB/s at 128 KiB, ~320 MB/s at 1 MiB, as fast
+    as sshfs). The knob is the mount's own entry in /sys/class/bdi, writable by root only:
+    for anyone else this is a no-op.
+    """
+    knob = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+    try:
+        with open(knob, "w") as f:
+            f.write(str(READAHEAD_KB))
+    except OSError as exc:
+        log.debug("readahead stays at the kernel's default (%s: %s)", knob, exc.strerror)
+
+
 def _cache_config(opts: dict[str, Any]) -> Any:
     from pysshfs.cache import CacheConfig
 
     base = float(opts.get("cache_timeout") or 20.0)
+    stat_ttl = float(opts.get("cache_stat_timeout") or base)
+    kernel = kernel_timeouts(opts)
+    # What the kernel already holds for its share (kernel_timeouts) is taken off ours.
     return CacheConfig(
         enabled=bool(opts.get("cache", True)),
         dir_enabled=bool(opts.get("dir_cache", True)),
-        stat_ttl=float(opts.get("cache_stat_timeout") or base),
+        stat_ttl=max(0.0, stat_ttl - kernel["attr_timeout"]),
         dir_ttl=float(opts.get("cache_dir_timeout") or base),
         link_ttl=float(opts.get("cache_link_timeout") or base),
-        negative_ttl=float(opts.get("cache_stat_timeout") or base),
+        negative_ttl=max(0.0, stat_ttl - kernel["negative_timeout"]),
         max_size=int(opts.get("cache_max_size") or 10000),
     )
 
@@ -135,6 +161,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         if now.st_dev == before.st_dev:  # libfuse gave up and unmounted again
             return
         mounted["yes"] = True
+        _widen_readahead(now.st_dev)
         log.info("mounted %s on %s", spec.source, spec.mountpoint)
         on_mounted()
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysshfs.cache import MetadataCache
+from pysshfs.cache import MetadataCache, kernel_timeouts
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
@@ -35,9 +35,10 @@ from pysshfs.symlinks import SymlinkPolicy
 log = logging.getLogger(__name__)
 
 _FUSE_METHODS = (
-    "access", "chmod", "chown", "create", "destroy", "flush", "fsync", "getattr", "init",
-    "link", "mkdir", "mknod", "open", "read", "readdir", "readlink", "release", "rename",
-    "rmdir", "statfs", "symlink", "truncate", "unlink", "utimens", "write",
+    "access", "chmod", "chown", "create", "destroy", "flush", "fsync", "getattr",
+    "init_with_config", "link", "mkdir", "mknod", "open", "opendir", "read", "readdir",
+    "readdir_plus", "readlink", "release", "releasedir", "rename", "rmdir", "statfs",
+    "symlink", "truncate", "unlink", "utimens", "write",
 )
 
 
@@ -58,6 +59,16 @@ def _sftp_open_flags(flags: int) -> int:
     if flags & os.O_EXCL:
         pflags |= SSH_FXF_EXCL
     return pflags
+
+
+def _shows(after: Attrs, change: Attrs) -> bool:
+    """Whether attributes read back right after a change reflect it (a server that
+    answered out of order would show the old values: then they are not cached)."""
+    return ((change.mode is None or after.mode is None
+             or (after.mode & 0o7777) == (change.mode & 0o7777))
+            and (change.uid is None or after.uid == change.uid)
+            and (change.gid is None or after.gid == change.gid)
+            and (change.mtime is None or after.mtime == change.mtime))
 
 
 def _seconds(ns: int) -> int:
@@ -87,6 +98,9 @@ class SSHFS(Operations):
         self._files: dict[int, OpenFile] = {}
         self._files_lock = threading.Lock()
         self._fh_counter = itertools.count(1)
+        self._dir_snapshots: dict[int, list[tuple[str, dict[str, Any] | None]]] = {}
+        self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
+        self.kernel_entry_timeout = kernel_timeouts(opts)["entry_timeout"]
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
@@ -140,7 +154,7 @@ class SSHFS(Operations):
         cached = self.cache.attrs(path)
         if cached is not None:
             return cached
-        if self.cache.is_missing(path):
+        if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
         remote = self.session.remote_path(path)
         try:
@@ -187,9 +201,11 @@ class SSHFS(Operations):
         }
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        attrs = self._lookup(path)
+        return self._stat_of(path, self._lookup(path))
+
+    def _stat_of(self, path: str, attrs: Attrs) -> dict[str, Any]:
         st = self._stat_dict(attrs)
-        if stat.S_ISREG(st["st_mode"]):
+        if stat.S_ISREG(st["st_mode"]) and self._files:
             for f in self._open_files_of(path):
                 if f.high_water > st["st_size"]:  # writes still on their way to the server
                     st["st_size"] = f.high_water
@@ -226,23 +242,70 @@ class SSHFS(Operations):
         return 0
 
     # --- directories --------------------------------------------------------------------
-    def readdir(self, path: str, fh: int) -> list[Any]:
+    def _listing(self, path: str) -> list[tuple[str, int]]:
         entries = self.cache.listing(path)
-        if entries is None:
-            listing = self.session.listdir_attr(self.session.remote_path(path))
-            decoded = [(name.decode("utf-8", "surrogateescape"), attrs)
-                       for name, attrs in listing if name not in (b".", b"..")]
-            entries = self.cache.learned_listing(path, decoded)
-        return [".", "..", *((name, {"st_mode": mode}, 0) for name, mode in entries)]
+        return entries if entries is not None else self._fetch_listing(path)
+
+    def _fetch_listing(self, path: str) -> list[tuple[str, int]]:
+        listing = self.session.listdir_attr(self.session.remote_path(path))
+        decoded = [(name.decode("utf-8", "surrogateescape"), attrs)
+                   for name, attrs in listing if name not in (b".", b"..")]
+        # With follow_symlinks a link shows as its target: its own attributes are not
+        # what getattr must answer.
+        return self.cache.learned_listing(path, decoded, seed_links=not self.follow_symlinks)
+
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        return [".", "..", *((name, {"st_mode": mode}, 0) for name, mode in self._listing(path))]
+
+    def opendir(self, path: str) -> int:
+        return next(self._fh_counter)
+
+    def releasedir(self, path: str, fh: int) -> int:
+        self._dir_snapshots.pop(fh, None)
+        return 0
+
+    def readdir_plus(self, path: str, fh: int,
+                     offset: int = 0) -> list[tuple[str, dict[str, Any] | None]]:
+        """The listing of `path` as (name, stat) pairs, snapshot per open directory.
+
+        An entry carries full attributes when we have fresh ones (READDIRPLUS: the kernel
+        then knows it without a LOOKUP, which is what makes `find` and `ls -l` cheap);
+        otherwise only its type. Offset 0 (a new listing or rewinddir) takes a new one.
+        """
+        if offset and fh in self._dir_snapshots:
+            return self._dir_snapshots[fh]
+        base = "" if path == "/" else path
+        out: list[tuple[str, dict[str, Any] | None]] = [(".", None), ("..", None)]
+        # The kernel still holds what we told it the last time (entry_timeout): names
+        # alone then, which costs a fraction (a warm `ls -lR` lists every directory again).
+        now = time.monotonic()
+        told = self._told_kernel.get(path)
+        with_attrs = told is None or now - told >= self.kernel_entry_timeout
+        if with_attrs:
+            self._told_kernel[path] = now
+            if len(self._told_kernel) > 65536:
+                self._told_kernel.clear()
+        for name, mode in self._listing(path):
+            child = f"{base}/{name}"
+            attrs = self.cache.attrs(child) if with_attrs else None
+            shown: dict[str, Any] = {"st_mode": mode}
+            if attrs is not None:
+                try:
+                    shown = self._stat_of(child, attrs)
+                except OSError:  # idmap nomap=error: the entry is listed, its stat fails
+                    pass
+            out.append((name, shown))
+        self._dir_snapshots[fh] = out
+        return out
 
     def mkdir(self, path: str, mode: int) -> int:
         remote = self.session.remote_path(path)
         try:
             self.session.mkdir(remote, Attrs(mode=mode & 0o7777))
         except OSError as exc:
+            self.cache.unsure(path)
             raise self._explain(exc, path, exists=errno.EEXIST) from None
-        finally:
-            self.cache.created(path)
+        self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -250,11 +313,11 @@ class SSHFS(Operations):
         try:
             self.session.rmdir(remote)
         except OSError as exc:
+            self.cache.unsure(path)
             if exc.errno in (errno.EIO, errno.EPERM) and self._has_entries(remote):
                 raise OSError(errno.ENOTEMPTY, "directory not empty") from None
             raise
-        finally:
-            self.cache.removed(path)
+        self.cache.removed(path)
         return 0
 
     def _has_entries(self, remote: bytes) -> bool:
@@ -280,8 +343,10 @@ class SSHFS(Operations):
     def unlink(self, path: str) -> int:
         try:
             self.session.remove(self.session.remote_path(path))
-        finally:
-            self.cache.removed(path)
+        except OSError:
+            self.cache.unsure(path)
+            raise
+        self.cache.removed(path)
         return 0
 
     def rename(self, old: str, new: str) -> int:
@@ -310,9 +375,9 @@ class SSHFS(Operations):
             self.session.symlink(source.encode("utf-8", "surrogateescape"),
                                  self.session.remote_path(target))
         except OSError as exc:
+            self.cache.unsure(target)
             raise self._explain(exc, target, exists=errno.EEXIST) from None
-        finally:
-            self.cache.created(target)
+        self.cache.created(target, stat.S_IFLNK | 0o777)
         return 0
 
     def readlink(self, path: str) -> str:
@@ -328,10 +393,11 @@ class SSHFS(Operations):
             self.session.hardlink(self.session.remote_path(source),
                                   self.session.remote_path(target))
         except OSError as exc:
+            self.cache.unsure(target)
             raise self._explain(exc, target, exists=errno.EEXIST) from None
         finally:
-            self.cache.created(target)
-            self.cache.changed(source)
+            self.cache.changed(source)  # its link count
+        self.cache.created(target, stat.S_IFREG)  # directories cannot be hard-linked
         return 0
 
     def mknod(self, path: str, mode: int, dev: int) -> int:
@@ -348,12 +414,12 @@ class SSHFS(Operations):
         it (unless follow_symlinks shows links as their targets)."""
         remote = self.session.remote_path(path)
         try:
-            if not self.follow_symlinks and self.session.has_extension("lsetstat@openssh.com"):
-                self.session.lsetstat(remote, attrs)
-            else:
-                self.session.setstat(remote, attrs)
+            after = self.session.setstat_and_lstat(remote, attrs, self.follow_symlinks)
         finally:
             self.cache.changed(path)
+        if after is not None and _shows(after, attrs):
+            # what the kernel asks next (libfuse reads the attributes back) is known
+            self.cache.learned_attrs(path, after)
 
     def chmod(self, path: str, mode: int) -> int:
         self._setstat(path, Attrs(mode=mode & 0o7777))
@@ -429,13 +495,15 @@ class SSHFS(Operations):
         remote = self.session.remote_path(path)
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
-                                       Attrs(mode=mode & 0o7777))
+                                       Attrs(mode=mode & 0o7777), read_back=True)
         except OSError as exc:
+            self.cache.unsure(path)
             if flags & os.O_EXCL:
                 raise self._explain(exc, path, exists=errno.EEXIST) from None
             raise
-        finally:
-            self.cache.created(path)
+        self.cache.created(path, stat.S_IFREG | (mode & 0o7777))
+        if handle.attrs_at_open is not None:  # libfuse asks for them right away
+            self.cache.learned_attrs(path, handle.attrs_at_open)
         return self._register(path, handle, flags)
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:

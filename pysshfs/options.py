@@ -33,8 +33,10 @@ class Option:
     choices: tuple[str, ...] = ()
     dest: str = ""  # attribute in MountOptions; defaults to name
     sshfs: bool = True  # the option exists in sshfs with the same meaning
-    # A "flag" may also be given as name=yes/no; `implies` sets other dests (aliases).
-    implies: tuple[tuple[str, Any], ...] = ()
+    # A "flag" may also be given as name=yes/no; `negate` stores the opposite in `dest`
+    # (contain_symlinks is the "off" switch of no_contain_symlinks).
+    negate: bool = False
+    path: bool = False  # the value is a local file (docs say FILE, the shell completes files)
 
     @property
     def key(self) -> str:
@@ -58,13 +60,18 @@ OPTIONS: tuple[Option, ...] = (
        "mounted directory as relative links, so they work through the mount"),
     _o("no_contain_symlinks", "flag", False, "show symlinks that lead outside the mount as "
        "they are (by default such links cannot be read: a hostile server cannot lead you "
-       "to local files)", sshfs=False),
+       "to local files)"),
+    _o("contain_symlinks", "flag", None, "the default: symlinks that lead outside the mount "
+       "cannot be read (EPERM); undoes an earlier no_contain_symlinks",
+       dest="no_contain_symlinks", negate=True),
     _o("idmap", "choice", "none", "map remote user/group ids: none, user (the remote user's ids "
        "appear as yours), file (uidfile/gidfile)", choices=("none", "user", "file")),
-    _o("uidfile", "str", None, "with idmap=file: lines of local_user:remote_uid"),
-    _o("gidfile", "str", None, "with idmap=file: lines of local_group:remote_gid"),
-    _o("nomap", "choice", "ignore", "with idmap=file, a remote id with no mapping: ignore "
-       "(show it as is) or error", choices=("ignore", "error")),
+    _o("uidfile", "str", None, "with idmap=file: lines of local_user:remote_uid",
+       path=True),
+    _o("gidfile", "str", None, "with idmap=file: lines of local_group:remote_gid",
+       path=True),
+    _o("nomap", "choice", "error", "with idmap=file, a remote id with no mapping: error "
+       "(EPERM, as sshfs) or ignore (show it as is)", choices=("ignore", "error")),
     _o("uid", "int", None, "show every file as owned by this uid"),
     _o("gid", "int", None, "show every file as owned by this gid"),
     _o("umask", "octal", None, "clear these permission bits in every file's mode"),
@@ -94,12 +101,13 @@ OPTIONS: tuple[Option, ...] = (
        dest="cache_max_size"),
     # --- ssh (ssh_config keywords; matched case-insensitively) --------------------------
     _o("port", "int", None, "remote port (same as -p)", group="ssh", dest="Port"),
-    _o("IdentityFile", "list", None, "private key file (may repeat)", group="ssh"),
+    _o("IdentityFile", "list", None, "private key file (may repeat)", group="ssh", path=True),
     _o("User", "str", None, "remote user name", group="ssh"),
     _o("StrictHostKeyChecking", "choice", None, "host key policy",
        group="ssh", choices=("yes", "no", "ask", "accept-new", "off")),
-    _o("UserKnownHostsFile", "list", None, "known_hosts file(s)", group="ssh"),
-    _o("GlobalKnownHostsFile", "list", None, "global known_hosts file(s)", group="ssh"),
+    _o("UserKnownHostsFile", "list", None, "known_hosts file(s)", group="ssh", path=True),
+    _o("GlobalKnownHostsFile", "list", None, "global known_hosts file(s)", group="ssh",
+       path=True),
     _o("ConnectTimeout", "int", None, "seconds to wait for the TCP connection", group="ssh"),
     _o("ConnectionAttempts", "int", None, "TCP connection attempts", group="ssh"),
     _o("ServerAliveInterval", "int", None, "seconds between keepalive probes", group="ssh"),
@@ -120,7 +128,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("IdentitiesOnly", "str", None, "use only the configured identity files (yes/no)",
        group="ssh"),
     _o("IdentityAgent", "str", None, "agent socket (or none)", group="ssh"),
-    _o("CertificateFile", "list", None, "user certificate file(s)", group="ssh"),
+    _o("CertificateFile", "list", None, "user certificate file(s)", group="ssh", path=True),
     _o("ProxyJump", "str", None, "jump host(s): [user@]host[:port][,...] or none", group="ssh"),
     _o("ProxyCommand", "str", None, "command whose stdin/stdout is the connection",
        group="ssh"),
@@ -162,14 +170,71 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 # Generic mount(8)/FUSE options that fstab and mount.fuse pass along: accepted, no effect here.
+# suid/dev are among them on purpose: mount.fuse3 adds "dev,suid" to every root mount, and a
+# file on the server must never become a set-uid program or a device node here, so a
+# pysshfs mount is always nosuid,nodev (as every unprivileged FUSE mount is).
 ACCEPTED_MOUNT_OPTIONS = frozenset(
-    {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto", "user",
-     "users", "nouser", "_netdev", "nofail", "defaults", "relatime", "norelatime", "noatime",
-     "atime", "strictatime", "nodiratime", "diratime", "async", "big_writes", "nonempty",
-     "async_read", "noforget", "hard_remove", "use_ino", "readdir_ino", "intr"}
+    {"rw", "dev", "nodev", "suid", "nosuid", "auto", "noauto", "user", "users", "nouser",
+     "owner", "group", "_netdev", "nofail", "defaults", "relatime", "norelatime",
+     "strictatime", "nodiratime", "diratime", "lazytime", "nolazytime", "big_writes",
+     "nonempty", "async_read", "noforget", "hard_remove", "use_ino", "readdir_ino", "intr"}
 )
 ACCEPTED_MOUNT_PREFIXES = ("x-systemd.", "x-", "comment=", "context=", "fscontext=",
                            "defcontext=", "rootcontext=")
+
+# Kernel mount flags that libfuse applies to the mount: fstab's `user` implies noexec, and a
+# mount must honour it. Each pair's last word wins, as with mount(8).
+KERNEL_MOUNT_FLAGS = {"exec": "noexec", "noexec": "exec", "sync": "async", "async": "sync",
+                      "atime": "noatime", "noatime": "atime", "dirsync": ""}
+
+
+@dataclass(frozen=True)
+class SshfsOnly:
+    """An sshfs option pysshfs does not have: accepted and ignored, or refused, and why."""
+
+    name: str
+    accepted: bool
+    note: str  # what pysshfs does instead, or what to use instead
+
+
+SSHFS_ONLY: tuple[SshfsOnly, ...] = (
+    SshfsOnly("delay_connect", True, "ignored: pysshfs connects before mounting, so that a "
+              "wrong host or key is reported at once"),
+    SshfsOnly("no_check_root", True, "ignored: the remote directory is always checked"),
+    SshfsOnly("no_readahead", True, "ignored: reads ahead only what sequential reads need"),
+    SshfsOnly("sync_readdir", True, "ignored: a listing is one request stream either way"),
+    SshfsOnly("dcache_clean_interval", True, "ignored: expired cache entries are dropped as "
+              "they are met"),
+    SshfsOnly("dcache_min_clean_interval", True, "ignored: as dcache_clean_interval"),
+    SshfsOnly("ssh_protocol", True, "ignored: there is only SSH protocol 2"),
+    SshfsOnly("no_rofd_flush", True, "ignored: closing a read-only file sends nothing"),
+    SshfsOnly("ac_attr_timeout", True, "ignored: use attr_timeout"),
+    SshfsOnly("remember", True, "ignored: libfuse's default applies"),
+    SshfsOnly("sshfs_sync", False, "use fsync(2), or the sync mount option, which makes "
+              "every write wait for the server"),
+    SshfsOnly("ssh_command", False, "pysshfs does not run ssh: use ProxyCommand= or "
+              "ProxyJump= for another way in, -F for another configuration"),
+    SshfsOnly("directport", False, "pysshfs always speaks SSH; sftp_server= picks the "
+              "server program"),
+    SshfsOnly("passive", False, "pysshfs makes its own SSH connection"),
+    SshfsOnly("slave", False, "old name of passive: pysshfs makes its own SSH connection"),
+    SshfsOnly("disable_hardlink", False, "link(2) always uses hardlink@openssh.com when "
+              "the server has it"),
+    SshfsOnly("auto_unmount", False, "the daemon exits when unmounted: unmount with "
+              "fusermount3 -u"),
+    SshfsOnly("modules", False, "FUSE modules are not supported"),
+    SshfsOnly("subdir", False, "FUSE modules are not supported: mount host:dir instead"),
+    SshfsOnly("rellinks", False, "FUSE modules are not supported: use transform_symlinks"),
+    SshfsOnly("from_code", False, "FUSE modules are not supported: names pass unchanged"),
+    SshfsOnly("to_code", False, "FUSE modules are not supported: names pass unchanged"),
+)
+_SSHFS_ONLY = {o.name: o for o in SSHFS_ONLY}
+
+
+def sshfs_only(name: str) -> SshfsOnly | None:
+    """The row for an sshfs option pysshfs does not have under that name, if it is one."""
+    return _SSHFS_ONLY.get(name)
+
 
 _BY_NAME: dict[str, Option] = {}
 for _opt in OPTIONS:
@@ -189,6 +254,7 @@ def defaults() -> dict[str, Any]:
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         values.setdefault(opt.key, opt.default)
+    values["mount_flags"] = []  # KERNEL_MOUNT_FLAGS given, in order, for libfuse
     return values
 
 
@@ -261,6 +327,30 @@ def split_option_string(text: str) -> list[str]:
     return [p for p in parts if p]
 
 
+def value_form(opt: Option) -> str:
+    """How the value is written after the name: "", "[=yes|no]", "=a|b", "=N", "=FILE"..."""
+    if opt.kind == "flag":
+        return ""
+    if opt.kind == "bool":
+        return "[=yes|no]"
+    if opt.kind == "choice":
+        return "=" + "|".join(opt.choices)
+    if opt.path:
+        return "=FILE"
+    return "=" + {"int": "N", "float": "N", "octal": "MASK"}.get(opt.kind, "VALUE")
+
+
+def default_text(opt: Option) -> str:
+    """The default as the docs show it; "" when there is nothing worth saying."""
+    if opt.default in (None, False) or opt.kind == "flag":
+        return ""
+    if opt.default is True:
+        return "yes"
+    if isinstance(opt.default, float) and opt.default.is_integer():
+        return str(int(opt.default))
+    return str(opt.default)
+
+
 def help_text() -> str:
     """The option section of `pysshfs -h`, generated from the table."""
     lines: list[str] = []
@@ -269,40 +359,44 @@ def help_text() -> str:
         for opt in OPTIONS:
             if opt.group != group:
                 continue
-            if opt.kind in ("flag",):
-                form = f"-o {opt.name}"
-            elif opt.kind == "bool":
-                form = f"-o {opt.name}[=yes|no]"
-            elif opt.kind == "choice":
-                form = f"-o {opt.name}={'|'.join(opt.choices)}"
-            else:
-                form = f"-o {opt.name}=" + {"int": "N", "float": "N", "octal": "MASK"}.get(
-                    opt.kind, "VALUE")
-            default = "" if opt.default in (None, False) or opt.kind == "flag" else (
-                f" [{_show_default(opt.default)}]")
+            form = f"-o {opt.name}{value_form(opt)}"
+            default = f" [{default_text(opt)}]" if default_text(opt) else ""
             lines.append(f"    {form:<38} {opt.help}{default}")
-    lines.append("\nAlso accepted and ignored (from fstab/mount): "
+    lines.append("\nmount(8) options applied to the mount: "
+                 + ", ".join(sorted(KERNEL_MOUNT_FLAGS)))
+    lines.append("Also accepted and ignored (from fstab/mount): "
                  + ", ".join(sorted(ACCEPTED_MOUNT_OPTIONS))
-                 + ", x-systemd.*, comment=*")
+                 + ", x-systemd.*, comment=*; a pysshfs mount is always nosuid,nodev")
+    lines.append("sshfs options accepted and ignored: "
+                 + ", ".join(o.name for o in SSHFS_ONLY if o.accepted))
     return "\n".join(lines)
-
-
-def _show_default(value: Any) -> str:
-    if value is True:
-        return "yes"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def markdown_table() -> str:
     """The README's option table (a test checks README.md holds exactly this)."""
     rows = ["| option | group | default | sshfs | meaning |", "| --- | --- | --- | --- | --- |"]
     for opt in OPTIONS:
-        value = {"flag": "", "bool": "[=yes\\|no]", "choice": "=" + "\\|".join(opt.choices)}.get(
-            opt.kind, "=N" if opt.kind in ("int", "float") else "=VALUE")
-        default = "" if opt.default in (None, False) or opt.kind == "flag" else \
-            _show_default(opt.default)
-        rows.append(f"| `{opt.name}{value}` | {opt.group} | {default} | "
+        value = value_form(opt).replace("|", "\\|")
+        rows.append(f"| `{opt.name}{value}` | {opt.group} | {default_text(opt)} | "
                     f"{'yes' if opt.sshfs else 'no'} | {opt.help} |")
     return "\n".join(rows)
+
+
+def sshfs_markdown_table() -> str:
+    """README's "sshfs option -> pysshfs" table: every sshfs -o option and what pysshfs does."""
+    rows: list[tuple[str, str]] = []
+    for opt in OPTIONS:
+        if opt.sshfs and opt.group != "ssh":
+            alias = opt.dest and not opt.negate and lookup(opt.dest) is not None
+            same = "the same" + (f" (alias of `{opt.dest}`)" if alias else "")
+            if opt.help.startswith("accepted for sshfs compatibility"):
+                same = "accepted, no effect" + opt.help[len("accepted for sshfs compatibility"):]
+            rows.append((opt.name, same))
+    for only in SSHFS_ONLY:
+        rows.append((only.name, ("accepted, " if only.accepted else "refused: ") + only.note))
+    lines = ["| sshfs option | pysshfs |", "| --- | --- |"]
+    lines += [f"| `{name}` | {what} |" for name, what in sorted(rows, key=lambda r: r[0].lower())]
+    lines.append("| `SSHOPT=VAL` (`port=`, `IdentityFile=`, ...) | the same for the ssh_config "
+                 "keywords in the option table (group ssh): pysshfs reads them itself, it does "
+                 "not run ssh |")
+    return "\n".join(lines)

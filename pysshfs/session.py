@@ -15,20 +15,26 @@ import logging
 import stat
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from pysshfs.errors import MountError
 from pysshfs.sftp.client import SFTPClient
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
+from pysshfs.ssh.pushchannel import PushStream
 from pysshfs.ssh.request import ConnectRequest
 
 log = logging.getLogger(__name__)
 
 LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
+# Seconds one reconnect attempt may take (TCP, handshake, auth, first reply) unless
+# ConnectTimeout says otherwise: a stalled attempt must not delay the next one for long.
+RECONNECT_TIMEOUT = 15.0
 # Requests whose result does not depend on whether they already ran once.
 IDEMPOTENT = frozenset({
-    "stat", "lstat", "setstat", "lsetstat", "realpath", "readlink", "listdir_attr",
+    "stat", "lstat", "setstat", "lsetstat", "setstat_and_lstat", "realpath", "readlink",
+    "listdir_attr",
     "statvfs", "expand_path", "has_extension",
 })
 # Not idempotent: a second attempt may fail *because* the first one worked. The errno a
@@ -54,6 +60,7 @@ class RemoteFile:
     size_floor: int = 0  # bytes the server acknowledged: a reopened file shorter is another
     lost: bool = False
     closed: bool = False
+    attrs_at_open: Attrs | None = None
 
 
 class Session:
@@ -77,6 +84,7 @@ class Session:
         self._cond = threading.Condition()
         self._reconnecting = False
         self._connected = False
+        self._refused: str | None = None  # why reconnecting was given up for good
         self.closed = False
         self.on_reconnect: list[Any] = []  # callbacks after a successful reconnect
 
@@ -93,13 +101,13 @@ class Session:
         self.max_write = client.max_write
         self._install(client)
 
-    def _open_client(self, request: ConnectRequest) -> SFTPClient:
+    def _open_client(self, request: ConnectRequest, timeout: float | None = None) -> SFTPClient:
         from pysshfs.ssh import connect
 
-        conn = connect(request)
+        conn = connect(request, timeout=timeout)
         try:
             channel = conn.open_sftp_channel(self.sftp_server)
-            client = SFTPClient(channel, name=conn.description)
+            client = SFTPClient(PushStream(channel), name=conn.description)
             client.start()
         except OSError as exc:
             conn.close()
@@ -127,6 +135,8 @@ class Session:
             self._connected = True
             self._cond.notify_all()
         client.on_closed = lambda exc: self._lost(generation, exc)
+        if client.closed:  # it died before the hook was in place: nobody else will tell
+            self._lost(generation, None)
 
     def _resolve_root(self, client: SFTPClient) -> bytes:
         raw = self.remote_dir.encode("utf-8", "surrogateescape")
@@ -178,8 +188,8 @@ class Session:
                 try:
                     request = self._conn.reconnect_request() if self._conn is not None \
                         else self.request
-                    client = self._open_client(request)
-                    client.stat(self.root)
+                    client = self._open_client(request, timeout=RECONNECT_TIMEOUT)
+                    client.stat(self.root, timeout=RECONNECT_TIMEOUT)
                     self._install(client)
                     log.warning("reconnected to %s after %d attempt(s)", self.label, attempt)
                     for callback in list(self.on_reconnect):
@@ -188,6 +198,15 @@ class Session:
                         except Exception:  # noqa: BLE001 - a cache hook must not stop us
                             log.exception("reconnect hook failed")
                     return
+                except MountError as exc:
+                    if exc.errno == errno.EPERM:
+                        # The host key no longer matches: this may not be our server.
+                        # Never retry into it; every request fails until unmounted.
+                        self._refused = str(exc)
+                        log.error("refusing to reconnect to %s: %s; the mount stays "
+                                  "unusable until it is unmounted", self.label, exc)
+                        return
+                    log.warning("reconnect to %s failed: %s", self.label, exc)
                 except OSError as exc:
                     log.warning("reconnect to %s failed: %s", self.label, exc)
                 with self._cond:
@@ -204,6 +223,8 @@ class Session:
             while True:
                 if self.closed:
                     raise OSError(errno.ENOTCONN, "the mount is shutting down")
+                if self._refused is not None:
+                    raise OSError(errno.EIO, f"not reconnected: {self._refused}")
                 if self._connected and self.sftp is not None and not self.sftp.closed:
                     return self.sftp
                 if not self.reconnect:
@@ -258,14 +279,20 @@ class Session:
         return client is not None and client.has_extension(name)
 
     # --- files --------------------------------------------------------------------------
-    def open(self, path: bytes, pflags: int, attrs: Attrs | None = None) -> RemoteFile:
+    def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
+             read_back: bool = False) -> RemoteFile:
+        """Open `path`; with `read_back`, its attributes after opening come in the same
+        round trip (RemoteFile.attrs_at_open)."""
         deadline = self._deadline()
         while True:
             client = self._client(deadline)
             generation = self.generation
             try:
-                handle = client.open(path, pflags, attrs)
-                return RemoteFile(path, pflags, handle, generation)
+                if read_back:
+                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs)
+                else:
+                    handle, attrs_now = client.open(path, pflags, attrs), None
+                return RemoteFile(path, pflags, handle, generation, attrs_at_open=attrs_now)
             except OSError as exc:
                 if exc.errno not in LOST or pflags & SSH_FXF_EXCL:
                     raise
@@ -318,13 +345,26 @@ class Session:
     def write(self, rf: RemoteFile, offset: int, data: Any) -> None:
         self._file_call("write", rf, offset, data)
 
+    def _send_async(self, client: SFTPClient, name: str, *args: Any) -> Future:
+        """Send a pipelined request; a connection found dead while sending gives a failed
+        future (judged like one that died in flight), never an exception here."""
+        try:
+            return getattr(client, name)(*args)
+        except OSError as exc:
+            if exc.errno not in LOST:
+                raise
+            self._mark_lost(client)
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
+
     def read_async(self, rf: RemoteFile, offset: int, length: int) -> Any:
         client, handle = self._handle(rf, self._deadline())
-        return client.read_async(handle, offset, length)
+        return self._send_async(client, "read_async", handle, offset, length)
 
     def write_async(self, rf: RemoteFile, offset: int, data: Any) -> Any:
         client, handle = self._handle(rf, self._deadline())
-        future = client.write_async(handle, offset, data)
+        future = self._send_async(client, "write_async", handle, offset, data)
         end = offset + len(data)
 
         def acknowledged(fut: Any) -> None:

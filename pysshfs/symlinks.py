@@ -3,9 +3,10 @@
 A symlink's target is resolved by the *local* kernel. An absolute target or a `../..`
 chain planted by a hostile server would therefore lead local programs to local files
 outside the mount (say /etc/shadow or ~/.ssh). By default such links cannot be read
-(EACCES) and absolute links into the mounted directory are shown relative, so they keep
-working; `no_contain_symlinks` shows targets as they are, `transform_symlinks` only
-rewrites the absolute ones that point inside the mounted directory (as sshfs does).
+(EPERM, as sshfs 3.7.6's contain_symlinks) and absolute links into the mounted
+directory are shown relative, so they keep working; `no_contain_symlinks` shows targets
+as they are, `transform_symlinks` only rewrites the absolute ones that point inside the
+mounted directory (as sshfs does).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class SymlinkPolicy:
             self._warned.add(link_path)
             log.warning("symlink %s -> %r leads outside the mount: not followed "
                         "(-o no_contain_symlinks shows it as it is)", link_path, target)
-        raise OSError(errno.EACCES, "symlink leads outside the mount")
+        raise OSError(errno.EPERM, "symlink leads outside the mount")
 
 
 def _stays_below(start: bytes, relative: bytes) -> bool:

@@ -8,8 +8,10 @@ directory, which is how the final check finds anything this run left behind.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +19,14 @@ import pytest
 
 from tests.support.mount import Mount, Mounter, is_mounted, mount_table, pid_alive, wait_for
 from tests.support.sshd import Sshd, start_sshd
+from tests.support.system import (
+    LocalUser,
+    build_runtime,
+    fuse_device_for_users,
+    launcher_on_system_path,
+    local_users,
+    system_lock,
+)
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +86,55 @@ def tmpfs_root(mounter: Mounter) -> Iterator[Callable[..., Path]]:
 def mount(mounter: Mounter) -> Mount:
     """A default daemon-mode mount of a fresh served directory: `.mnt`, `.root`, `.pid`."""
     return mounter()
+
+
+@pytest.fixture(scope="session")
+def system_runtime() -> Iterator[Path]:
+    """A `pysshfs` launcher other users and mount(8) can run: a world-readable copy."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes local users and changes system files")
+    top = Path(tempfile.mkdtemp(prefix="pysshfs-runtime-"))
+    top.chmod(0o755)
+    try:
+        launcher = build_runtime(top / "runtime")
+    except RuntimeError as exc:
+        shutil.rmtree(top, ignore_errors=True)
+        pytest.skip(str(exc))
+    yield launcher
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def system_changes() -> Iterator[None]:
+    """Held by each test that changes /etc, /dev or /usr/local: one such test at a time
+    on this machine, whatever runs them."""
+    with system_lock():
+        yield
+
+
+@pytest.fixture
+def on_mount_path(system_runtime: Path, system_changes: None) -> Iterator[Path]:
+    """`pysshfs` where mount(8) -> mount.fuse3 finds it (mount(8) clears PATH)."""
+    with launcher_on_system_path(system_runtime) as path:
+        yield path
+
+
+@pytest.fixture
+def local_accounts(mounter: Mounter, system_changes: None) -> Iterator[list[LocalUser]]:
+    """Two throwaway local users; every mount is gone before they are."""
+    with local_users(2) as users:
+        yield users
+        problems = mounter.cleanup()
+        mounter.mounts.clear()
+        if problems:
+            pytest.fail("left behind: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def fuse_for_users(system_changes: None) -> Iterator[None]:
+    """Users may open /dev/fuse (mode 0666, as on a Debian system) for this test."""
+    with fuse_device_for_users():
+        yield
 
 
 def _our_processes(base: str) -> list[int]:

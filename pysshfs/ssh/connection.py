@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # re-measures with SFTP on top; these are module globals so it can.
 WINDOW_SIZE = 4 * 1024 * 1024
 MAX_PACKET_SIZE = 64 * 1024
+DEFAULT_SERVER_ALIVE_INTERVAL = 15
 DEFAULT_TIMEOUT = 30.0  # handshake/banner when neither ConnectTimeout nor timeout= is given
 MAX_JUMP_DEPTH = 8
 
@@ -363,7 +364,8 @@ def connect(req: ConnectRequest, *, timeout: float | None = None) -> SSHConnecti
             j.close()
         raise
     keepalive = None
-    interval = target.number("ServerAliveInterval", 0)
+    # Like sshfs, probe every 15 s unless configured: a dead link must be noticed.
+    interval = target.number("ServerAliveInterval", DEFAULT_SERVER_ALIVE_INTERVAL)
     if interval > 0:
         keepalive = _KeepAlive(t, interval, int(target.number("ServerAliveCountMax", 3)),
                                target.description)

@@ -30,23 +30,55 @@ def test_listing_seeds_attributes() -> None:
     assert c.attrs("/top").size == 3
 
 
-def test_created_invalidates_parent_listing_and_negative() -> None:
+def test_created_adds_to_parent_listing_and_clears_negative() -> None:
     c = make()
     c.learned_listing("/d", [])
     c.learned_missing("/d/new")
     assert c.is_missing("/d/new")
-    c.created("/d/new")
+    c.created("/d/new", 0o100644)
     assert not c.is_missing("/d/new")
-    assert c.listing("/d") is None
+    assert c.listing("/d") == [("new", 0o100644)]
+    assert not c.absent("/d/new")
 
 
-def test_removed_marks_missing_and_drops_parent_listing() -> None:
+def test_a_new_directory_is_known_empty() -> None:
     c = make()
-    c.learned_listing("/d", [("f", Attrs(size=1))])
+    c.created("/d", 0o40755)
+    assert c.listing("/d") == []
+    assert c.absent("/d/anything")
+    c.created("/d/f", 0o100600)
+    assert not c.absent("/d/f")
+    assert c.absent("/d/g")
+
+
+def test_absent_only_from_a_recent_listing() -> None:
+    c = MetadataCache(CacheConfig(negative_ttl=0.0))
+    c.learned_listing("/d", [("x", Attrs(mode=0o100644))])
+    assert not c.absent("/d/y")  # too old to trust for a negative answer
+    c = make()
+    c.learned_listing("/d", [("x", Attrs(mode=0o100644))])
+    assert c.absent("/d/y")
+    assert not c.absent("/d/x")
+    assert not c.absent("/e/y")  # no listing of /e: unknown
+
+
+def test_removed_marks_missing_and_edits_parent_listing() -> None:
+    c = make()
+    c.learned_listing("/d", [("f", Attrs(size=1)), ("g", Attrs(size=2))])
     c.removed("/d/f")
     assert c.attrs("/d/f") is None
     assert c.is_missing("/d/f")
+    assert c.listing("/d") == [("g", 0)]
+
+
+def test_unsure_forgets_the_path_and_its_parent_listing() -> None:
+    c = make()
+    c.learned_listing("/d", [("f", Attrs(size=1))])
+    c.learned_missing("/d/g")
+    c.unsure("/d/g")
+    assert not c.is_missing("/d/g")
     assert c.listing("/d") is None
+    assert not c.absent("/d/g")
 
 
 def test_renamed_directory_forgets_everything_below_both_sides() -> None:

@@ -143,3 +143,41 @@ def test_cache_aliases_share_destination() -> None:
     assert spec.opts["cache_timeout"] == 5.0
     assert spec.opts["cache_max_size"] == 77
     assert options.defaults()["cache_timeout"] == 20.0
+
+
+def test_mount8_flags_are_kept_for_libfuse_last_word_wins() -> None:
+    spec = parse_args(["h:", "/m", "-o", "rw,noexec,nosuid,nodev,user,exec,noexec,noatime,sync"])
+    assert spec.opts["mount_flags"] == ["noexec", "noatime", "sync"]
+    assert parse_args(["h:", "/m"]).opts["mount_flags"] == []
+
+
+def test_suid_and_dev_are_accepted_but_never_applied() -> None:
+    spec = parse_args(["h:", "/m", "-o", "rw,dev,suid"])  # what mount.fuse3 adds for root
+    assert spec.opts["mount_flags"] == []
+
+
+def test_contain_symlinks_undoes_no_contain_symlinks() -> None:
+    assert parse_args(["h:", "/m"]).opts["no_contain_symlinks"] is False
+    spec = parse_args(["h:", "/m", "-o", "no_contain_symlinks"])
+    assert spec.opts["no_contain_symlinks"] is True
+    spec = parse_args(["h:", "/m", "-o", "no_contain_symlinks,contain_symlinks"])
+    assert spec.opts["no_contain_symlinks"] is False
+
+
+def test_nomap_defaults_to_error_as_in_sshfs() -> None:
+    assert parse_args(["h:", "/m", "-o", "idmap=file"]).opts["nomap"] == "error"
+
+
+@pytest.mark.parametrize("name", [o.name for o in options.SSHFS_ONLY if o.accepted])
+def test_harmless_sshfs_options_are_accepted(name: str) -> None:
+    parse_args(["h:", "/m", "-o", f"{name}=1" if "interval" in name else name])
+
+
+@pytest.mark.parametrize("only", [o for o in options.SSHFS_ONLY if not o.accepted],
+                         ids=lambda o: o.name)
+def test_sshfs_options_pysshfs_lacks_say_what_to_use(only: options.SshfsOnly) -> None:
+    with pytest.raises(MountError) as info:
+        parse_args(["h:", "/m", "-o", f"{only.name}=x"])
+    assert info.value.errno == errno.EINVAL
+    assert str(info.value) == (f"option '{only.name}': an sshfs option pysshfs does not have "
+                               f"({only.note})")

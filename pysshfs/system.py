@@ -1,0 +1,71 @@
+"""What the local system must allow before a mount can work, checked before connecting.
+
+fusermount3 (the set-uid helper every unprivileged FUSE mount goes through) refuses
+allow_other/allow_root unless /etc/fuse.conf says `user_allow_other`, and libfuse cannot
+mount at all when /dev/fuse cannot be opened. Both fail late and with two lines of
+libfuse text; found here first, they are one line that says what to fix.
+
+It also owns which home directory is "~": mount(8) run by a user for an fstab `user`
+mount hands its helpers HOME=/root, so like ssh we trust the passwd entry over a HOME
+that is not ours.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import pwd
+from typing import Any
+
+from pysshfs.errors import MountError
+
+log = logging.getLogger(__name__)
+
+FUSE_CONF = "/etc/fuse.conf"  # where fusermount3 reads user_allow_other (compiled in)
+FUSE_DEVICE = "/dev/fuse"
+
+
+def use_own_home() -> None:
+    """Make $HOME the current user's home when it is unset or someone else's directory."""
+    home = os.environ.get("HOME")
+    uid = os.geteuid()
+    try:
+        if home and os.stat(home).st_uid == uid:
+            return
+    except OSError:
+        pass
+    try:
+        own = pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return  # no passwd entry: nothing better to offer
+    if own and own != home:
+        log.debug("HOME=%s is not this user's: using %s", home, own)
+        os.environ["HOME"] = own
+
+
+def user_allow_other(path: str = FUSE_CONF) -> bool:
+    """Does fuse.conf let users mount with allow_other/allow_root (as fusermount3 reads it)?"""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return False
+    return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
+
+
+def check_can_mount(opts: dict[str, Any], *, euid: int | None = None,
+                    fuse_conf: str = FUSE_CONF, device: str = FUSE_DEVICE) -> None:
+    """Raise MountError for what fusermount3/libfuse would refuse to this (non-root) user."""
+    if (os.geteuid() if euid is None else euid) == 0:
+        return
+    if not os.access(device, os.R_OK | os.W_OK):
+        raise MountError(errno.EACCES, f"cannot open {device}",
+                         "this user may not use FUSE",
+                         f"a Debian system has it crw-rw-rw-: as root, chmod 0666 {device}")
+    wanted = [name for name in ("allow_other", "allow_root") if opts.get(name)]
+    if wanted and not user_allow_other(fuse_conf):
+        raise MountError(errno.EPERM, f"option '{wanted[0]}'",
+                         f"only root may use it while {fuse_conf} lacks 'user_allow_other'",
+                         f"fix: add the line user_allow_other to {fuse_conf} as root, "
+                         f"or mount without {wanted[0]}")

@@ -1,0 +1,90 @@
+"""Caches: changes made on the server by someone else show within the TTL (at once with
+cache=no); changes made through the mount show at once."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tests.support.mount import Mounter, wait_for
+
+TTL = 4.0
+SLACK = 1.5  # polling granularity and scheduling
+
+
+def _visible_within(check, limit: float) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.monotonic()
+    assert wait_for(check, limit + 5, interval=0.05), "change never became visible"
+    return time.monotonic() - t0
+
+
+def test_server_side_changes_show_within_the_ttl(mounter: Mounter) -> None:
+    m = mounter(["-o", f"cache_timeout={TTL:g}"])
+    (m.root / "f").write_bytes(b"1")
+    assert os.stat(m.mnt / "f").st_size == 1
+    assert sorted(os.listdir(m.mnt)) == ["f"]
+    assert not os.path.exists(m.mnt / "later")
+
+    (m.root / "f").write_bytes(b"12345")
+    (m.root / "later").write_bytes(b"new")
+    # Cached: the mount does not ask the server again right away.
+    assert os.stat(m.mnt / "f").st_size == 1
+
+    took = _visible_within(lambda: os.stat(m.mnt / "f").st_size == 5, TTL)
+    assert took <= TTL + SLACK, f"size change visible after {took:.1f}s (TTL {TTL}s)"
+    took = _visible_within(lambda: os.path.exists(m.mnt / "later"), TTL)
+    assert took <= TTL + SLACK, f"new file visible after {took:.1f}s (TTL {TTL}s)"
+    took = _visible_within(lambda: sorted(os.listdir(m.mnt)) == ["f", "later"], TTL)
+    assert took <= TTL + SLACK
+    assert (m.mnt / "later").read_bytes() == b"new"
+
+
+def test_cache_no_shows_server_side_changes_at_once(mounter: Mounter) -> None:
+    m = mounter(["-o", "cache=no"])
+    (m.root / "f").write_bytes(b"1")
+    assert os.stat(m.mnt / "f").st_size == 1
+    assert not os.path.exists(m.mnt / "g")
+    (m.root / "f").write_bytes(b"12345")
+    (m.root / "g").write_bytes(b"g")
+    assert os.stat(m.mnt / "f").st_size == 5
+    assert os.path.exists(m.mnt / "g")
+    assert sorted(os.listdir(m.mnt)) == ["f", "g"]
+    os.unlink(m.root / "g")
+    assert not os.path.exists(m.mnt / "g")
+    assert os.listdir(m.mnt) == ["f"]
+
+
+def test_changes_through_the_mount_show_at_once(mounter: Mounter) -> None:
+    """Each change invalidates exactly what it affects, whatever the TTL."""
+    m = mounter(["-o", "cache_timeout=600"])
+    os.mkdir(m.mnt / "d")
+    assert os.listdir(m.mnt) == ["d"]
+    (m.mnt / "d" / "a").write_bytes(b"abc")
+    assert os.listdir(m.mnt / "d") == ["a"]
+    assert os.stat(m.mnt / "d" / "a").st_size == 3
+    with open(m.mnt / "d" / "a", "ab") as f:
+        f.write(b"defg")
+    assert os.stat(m.mnt / "d" / "a").st_size == 7
+    os.truncate(m.mnt / "d" / "a", 2)
+    assert os.stat(m.mnt / "d" / "a").st_size == 2
+    os.chmod(m.mnt / "d" / "a", 0o604)
+    assert os.stat(m.mnt / "d" / "a").st_mode & 0o777 == 0o604
+    os.utime(m.mnt / "d" / "a", (1_000_000, 1_000_000))
+    assert int(os.stat(m.mnt / "d" / "a").st_mtime) == 1_000_000
+    os.rename(m.mnt / "d" / "a", m.mnt / "b")
+    assert os.listdir(m.mnt / "d") == []
+    assert sorted(os.listdir(m.mnt)) == ["b", "d"]
+    assert not os.path.exists(m.mnt / "d" / "a")
+    os.symlink("b", m.mnt / "l")
+    os.link(m.mnt / "b", m.mnt / "h")
+    assert sorted(os.listdir(m.mnt)) == ["b", "d", "h", "l"]
+    # (SFTP v3 attributes carry no link count: the server side tells.)
+    assert os.stat(m.root / "b").st_nlink == 2
+    assert (m.mnt / "h").read_bytes() == b"ab"
+    os.unlink(m.mnt / "h")
+    assert not os.path.exists(m.mnt / "h")
+    assert os.stat(m.root / "b").st_nlink == 1
+    os.rmdir(m.mnt / "d")
+    assert sorted(os.listdir(m.mnt)) == ["b", "l"]
+    assert sorted(os.listdir(m.root)) == ["b", "l"]
+    assert (m.root / "b").read_bytes() == b"ab"
