@@ -85,6 +85,7 @@ class MetadataCache:
         self._dirs: _Slot[tuple[float, dict[str, int]]] = _Slot(
             on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10))
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size)
+        self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
@@ -154,7 +155,16 @@ class MetadataCache:
     def changed(self, path: str) -> None:
         """The object's attributes changed (write, chmod, chown, utimens, truncate)."""
         with self._lock:
+            before = self._attrs.get(path)
             self._attrs.drop(path)
+            if before is not None:
+                self._before_change.put(path, before)
+
+    def attrs_before_change(self, path: str) -> Attrs | None:
+        """The attributes as they were before the last change through the mount (stale:
+        only for what that change cannot have touched, such as the atime after a write)."""
+        with self._lock:
+            return self._attrs.get(path) or self._before_change.get(path)
 
     def _edit_listing(self, path: str, mode: int | None) -> None:
         """Add (mode given) or remove (None) the name in its parent's cached listing."""
@@ -174,6 +184,7 @@ class MetadataCache:
         """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""
         with self._lock:
             self._attrs.drop(path)
+            self._before_change.drop(path)
             self._negative.drop(path)
             self._links.drop(path)
             self._edit_listing(path, mode)
@@ -184,6 +195,7 @@ class MetadataCache:
         """A name went away (unlink, rmdir)."""
         with self._lock:
             self._attrs.drop(path)
+            self._before_change.drop(path)
             self._links.drop(path)
             self._dirs.drop(path)
             self._edit_listing(path, None)
@@ -192,14 +204,16 @@ class MetadataCache:
     def unsure(self, path: str) -> None:
         """A change of `path` failed, or may have half happened: forget all about it."""
         with self._lock:
-            for slot in (self._attrs, self._links, self._dirs, self._negative):
+            for slot in (self._attrs, self._links, self._dirs, self._negative,
+                         self._before_change):
                 slot.drop(path)
             self._dirs.drop(parent_of(path))
 
     def renamed(self, old: str, new: str) -> None:
         """Both sides of a rename, and everything below a renamed directory."""
         with self._lock:
-            for slot in (self._attrs, self._links, self._dirs, self._negative):
+            for slot in (self._attrs, self._links, self._dirs, self._negative,
+                         self._before_change):
                 slot.drop(old)
                 slot.drop(new)
                 slot.drop_under(old)
@@ -211,7 +225,8 @@ class MetadataCache:
     def clear(self) -> None:
         """Forget everything (e.g. after a reconnect the caches are stale)."""
         with self._lock:
-            for slot in (self._attrs, self._links, self._dirs, self._negative):
+            for slot in (self._attrs, self._links, self._dirs, self._negative,
+                         self._before_change):
                 slot.clear()
 
 

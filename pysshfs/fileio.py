@@ -86,7 +86,7 @@ class OpenFile:
         spans = [(off, min(self.chunk_read, offset + size - off))
                  for off in range(offset, offset + size, self.chunk_read)]
         futures = [self.remote.read_async(self.handle, off, n) for off, n in spans]
-        out = bytearray()
+        parts: list[bytes] = []
         for (off, n), fut in zip(spans, futures, strict=True):
             try:
                 data = fut.result()
@@ -94,12 +94,12 @@ class OpenFile:
                 if exc.errno not in LOST:
                     raise
                 data = self.remote.read(self.handle, off, n)
-            out += data
+            parts.append(data)
             if len(data) < n:
                 # Short answer = end of file: OpenSSH's sftp-server answers a READ of at most
                 # its max_read with the full length unless EOF, as sshfs assumes too.
                 break
-        return bytes(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_ahead(self, size: int, offset: int) -> bytes:
         chunk = self.chunk_read
@@ -118,7 +118,7 @@ class OpenFile:
                 start += chunk
             self._window = min(self.max_window, self._window * 2)
             needed = [(s, self._chunks[s]) for s in range(first, end, chunk)]
-        out = bytearray()
+        parts: list[bytes | memoryview] = []  # joined once: one copy of the answer
         for start, fut in needed:
             try:
                 data = fut.result()
@@ -130,7 +130,8 @@ class OpenFile:
                 # the connection dropped under the readahead: read again once it is back
                 data = self.remote.read(self.handle, start, chunk)
             lo = max(offset, start) - start
-            out += data[lo:min(end, start + chunk) - start]
+            hi = min(end, start + chunk) - start
+            parts.append(data if lo == 0 and hi >= len(data) else memoryview(data)[lo:hi])
             if len(data) < chunk:  # end of file (see _read_direct)
                 with self._lock:
                     self._eof_at = start + len(data)
@@ -138,7 +139,9 @@ class OpenFile:
                     for later in [s for s in self._chunks if s >= start]:
                         del self._chunks[later]
                 break
-        return bytes(out)
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            return parts[0]
+        return b"".join(parts)
 
     def _drop_chunks(self) -> None:
         self._chunks.clear()

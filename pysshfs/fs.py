@@ -446,7 +446,13 @@ class SSHFS(Operations):
             atime = mtime = now
         else:
             a, m = times
-            current = self._lookup(path) if a is None or m is None else None
+            current = None
+            if m is not None and a is None:
+                # Only the atime is kept, and writes do not change it: what we knew
+                # before the last write will do (tar sets mtime alone on every file).
+                current = self.cache.attrs_before_change(path)
+            if current is None and (a is None or m is None):
+                current = self._lookup(path)
             atime = now if a == "now" else (current.atime or 0) if a is None and current else \
                 _seconds(a)
             mtime = now if m == "now" else (current.mtime or 0) if m is None and current else \

@@ -180,3 +180,22 @@ def test_allow_other_default_permissions_idmap(mounter: Mounter) -> None:
     assert os.stat(m.mnt / "rt.bin").st_uid == os.geteuid()
     assert "allow_other" in Path("/proc/self/mounts").read_text().split(str(m.mnt), 1)[1] \
         .splitlines()[0]
+
+
+def test_debug_tells_the_connection_story(mounter: Mounter) -> None:
+    """-d shows what `ssh -v` would: config applied, address, algorithms, the host key and
+    how it was verified, each key offered and the server's answer, the SFTP extensions."""
+    m = mounter(["-d"], foreground=True)
+    (m.mnt / "f").write_bytes(b"x")
+    m.unmount()
+    log = m.stderr_text()
+    for expected in (f"reading configuration data {m.sshd.ssh_config}",
+                     "applying options for testhost",
+                     "Connecting to 127.0.0.1", "kex: algorithm:", "kex: Cipher:",
+                     "Server host key: ssh-ed25519 SHA256:", "matching host key found in",
+                     "Authentications that can continue: publickey",
+                     "Offering public key:", 'Authenticated to 127.0.0.1 using "publickey"',
+                     "Sent no-more-sessions@openssh.com", "SFTP version 3, extensions",
+                     "posix-rename@openssh.com", "create('/f'", "OPEN "):
+        assert expected in log, f"-d output lacks {expected!r}"
+    assert (m.root / "f").read_bytes() == b"x"

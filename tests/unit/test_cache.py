@@ -137,3 +137,18 @@ def test_size_bound() -> None:
         c.learned_attrs(f"/f{i}", Attrs(size=i))
     kept = sum(1 for i in range(100) if c.attrs(f"/f{i}") is not None)
     assert kept <= 10
+
+
+def test_attrs_before_change_survive_a_change_but_not_a_new_file() -> None:
+    c = make()
+    c.learned_attrs("/f", Attrs(size=1, atime=7, mtime=8))
+    c.changed("/f")
+    assert c.attrs("/f") is None
+    before = c.attrs_before_change("/f")
+    assert before is not None and before.atime == 7
+    c.removed("/f")
+    assert c.attrs_before_change("/f") is None
+    c.learned_attrs("/g", Attrs(atime=1))
+    c.changed("/g")
+    c.renamed("/h", "/g")
+    assert c.attrs_before_change("/g") is None
