@@ -287,7 +287,9 @@ class SSHFS(Operations):
                 self._told_kernel.clear()
         for name, mode in self._listing(path):
             child = f"{base}/{name}"
-            attrs = self.cache.attrs(child) if with_attrs else None
+            # Subdirectories always: reading a directory voids its cached atime in the
+            # kernel, and a walker's next lstat of it would cost a GETATTR.
+            attrs = self.cache.attrs(child) if with_attrs or stat.S_ISDIR(mode) else None
             shown: dict[str, Any] = {"st_mode": mode}
             if attrs is not None:
                 try:
