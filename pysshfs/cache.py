@@ -38,6 +38,24 @@ class CacheConfig:
     link_ttl: float = 20.0
     negative_ttl: float = 20.0
     max_size: int = 10000
+    kernel_entry_ttl: float = 0.0  # what the kernel keeps of names we tell it (entry_timeout)
+
+    @classmethod
+    def from_options(cls, opts: dict[str, Any]) -> CacheConfig:
+        """The caches for the -o options; the kernel's share (kernel_timeouts) of the
+        attribute and negative TTLs is taken off ours, so no answer outlives the TTL."""
+        base, stat_ttl = _ttl_options(opts)
+        kernel = kernel_timeouts(opts)
+        return cls(
+            enabled=bool(opts.get("cache", True)),
+            dir_enabled=bool(opts.get("dir_cache", True)),
+            stat_ttl=max(0.0, stat_ttl - kernel["attr_timeout"]),
+            dir_ttl=float(opts.get("cache_dir_timeout") or base),
+            link_ttl=float(opts.get("cache_link_timeout") or base),
+            negative_ttl=max(0.0, stat_ttl - kernel["negative_timeout"]),
+            max_size=int(opts.get("cache_max_size") or 10000),
+            kernel_entry_ttl=kernel["entry_timeout"],
+        )
 
 
 class _Slot(Generic[T]):
@@ -234,16 +252,20 @@ def kernel_timeouts(opts: dict[str, Any]) -> dict[str, float]:
     """How long the kernel may trust names and attributes without asking us.
 
     Half of each cache TTL goes to the kernel, the other half to our own cache (see
-    _cache_config): an answer is then never older than the TTL, the promise sshfs makes,
-    while repeated stat()s (git status, make) never leave the kernel. cache=no: 0, so a
-    change on the server shows at once. -o entry_timeout= etc. override.
+    CacheConfig.from_options): an answer is then never older than the TTL, the promise
+    sshfs makes, while repeated stat()s (git status, make) never leave the kernel.
+    cache=no: 0, so a change on the server shows at once. -o entry_timeout= etc. override.
     """
-    caching = bool(opts.get("cache", True))
-    base = float(opts.get("cache_timeout") or 20.0)
-    stat_ttl = float(opts.get("cache_stat_timeout") or base) if caching else 0.0
+    stat_ttl = _ttl_options(opts)[1] if opts.get("cache", True) else 0.0
     out = {"entry_timeout": stat_ttl / 2, "attr_timeout": stat_ttl / 2,
            "negative_timeout": stat_ttl / 2}
     for key in out:
         if opts.get(key) is not None:
             out[key] = float(opts[key])
     return out
+
+
+def _ttl_options(opts: dict[str, Any]) -> tuple[float, float]:
+    """(cache_timeout, cache_stat_timeout) as given, sshfs's 20 s by default."""
+    base = float(opts.get("cache_timeout") or 20.0)
+    return base, float(opts.get("cache_stat_timeout") or base)

@@ -118,27 +118,9 @@ def _widen_readahead(dev: int) -> None:
         log.debug("readahead stays at the kernel's default (%s: %s)", knob, exc.strerror)
 
 
-def _cache_config(opts: dict[str, Any]) -> Any:
-    from pysshfs.cache import CacheConfig
-
-    base = float(opts.get("cache_timeout") or 20.0)
-    stat_ttl = float(opts.get("cache_stat_timeout") or base)
-    kernel = kernel_timeouts(opts)
-    # What the kernel already holds for its share (kernel_timeouts) is taken off ours.
-    return CacheConfig(
-        enabled=bool(opts.get("cache", True)),
-        dir_enabled=bool(opts.get("dir_cache", True)),
-        stat_ttl=max(0.0, stat_ttl - kernel["attr_timeout"]),
-        dir_ttl=float(opts.get("cache_dir_timeout") or base),
-        link_ttl=float(opts.get("cache_link_timeout") or base),
-        negative_ttl=max(0.0, stat_ttl - kernel["negative_timeout"]),
-        max_size=int(opts.get("cache_max_size") or 10000),
-    )
-
-
 def _serve(spec: MountSpec, on_mounted: Any) -> int:
     """Connect and run the FUSE loop until unmounted; MountError before the mount works."""
-    from pysshfs.cache import MetadataCache
+    from pysshfs.cache import CacheConfig, MetadataCache
     from pysshfs.fs import SSHFS
     from pysshfs.fuselib import FUSE
     from pysshfs.session import Session
@@ -168,7 +150,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
     def mounted_now() -> None:
         threading.Thread(target=confirm, name="mount-confirm", daemon=True).start()
 
-    ops = SSHFS(session, MetadataCache(_cache_config(spec.opts)), spec.opts,
+    ops = SSHFS(session, MetadataCache(CacheConfig.from_options(spec.opts)), spec.opts,
                 on_mounted=mounted_now)
     try:
         FUSE(ops, spec.mountpoint, **fuse_options(spec))

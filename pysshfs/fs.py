@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysshfs.cache import MetadataCache, kernel_timeouts
+from pysshfs.cache import MetadataCache
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
@@ -100,7 +100,6 @@ class SSHFS(Operations):
         self._fh_counter = itertools.count(1)
         self._dir_snapshots: dict[int, list[tuple[str, dict[str, Any] | None]]] = {}
         self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
-        self.kernel_entry_timeout = kernel_timeouts(opts)["entry_timeout"]
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
@@ -280,7 +279,7 @@ class SSHFS(Operations):
         # alone then, which costs a fraction (a warm `ls -lR` lists every directory again).
         now = time.monotonic()
         told = self._told_kernel.get(path)
-        with_attrs = told is None or now - told >= self.kernel_entry_timeout
+        with_attrs = told is None or now - told >= self.cache.config.kernel_entry_ttl
         if with_attrs:
             self._told_kernel[path] = now
             if len(self._told_kernel) > 65536:

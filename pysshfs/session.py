@@ -34,8 +34,7 @@ RECONNECT_TIMEOUT = 15.0
 # Requests whose result does not depend on whether they already ran once.
 IDEMPOTENT = frozenset({
     "stat", "lstat", "setstat", "lsetstat", "setstat_and_lstat", "realpath", "readlink",
-    "listdir_attr",
-    "statvfs", "expand_path", "has_extension",
+    "listdir_attr", "statvfs", "expand_path", "has_extension",
 })
 # Not idempotent: a second attempt may fail *because* the first one worked. The errno a
 # retry gives when the first attempt had succeeded.

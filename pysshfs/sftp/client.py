@@ -607,22 +607,30 @@ class SFTPClient:
         return self._call(SSH_FXP_FSTAT, [string(handle)], _expect_attrs, "FSTAT", None,
                           timeout, handle.hex())
 
-    def setstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
+    def _setstat_async(self, path: bytes, attrs: Attrs, *, nofollow: bool) -> Future:
+        """SETSTAT, or lsetstat@openssh.com (which does not follow a final symlink)."""
+        parts = [string(path), encode_attrs(attrs)]
+        detail = f"{path_str(path)} {attrs}"
+        if nofollow:
+            return self._extended("lsetstat@openssh.com", parts, _expect_ok, path, detail)
+        return self._send(SSH_FXP_SETSTAT, parts, _expect_ok, "SETSTAT", path, detail)
+
+    def _setstat_wait(self, change: Future, path: bytes, attrs: Attrs,
+                      timeout: float | None) -> None:
         try:
-            self._call(SSH_FXP_SETSTAT, [string(path), encode_attrs(attrs)], _expect_ok,
-                       "SETSTAT", path, timeout, f"{path_str(path)} {attrs}")
+            self._wait(change, timeout)
         except SFTPError as exc:
             raise self._explain_setstat(exc, path, attrs, timeout) from None
+
+    def setstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
+        self._setstat_wait(self._setstat_async(path, attrs, nofollow=False), path, attrs,
+                           timeout)
 
     def lsetstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
         """setstat that does not follow a final symlink (lsetstat@openssh.com)."""
         self._require("lsetstat@openssh.com")
-        try:
-            self._wait(self._extended("lsetstat@openssh.com",
-                                      [string(path), encode_attrs(attrs)],
-                                      _expect_ok, path, f"{path_str(path)} {attrs}"), timeout)
-        except SFTPError as exc:
-            raise self._explain_setstat(exc, path, attrs, timeout) from None
+        self._setstat_wait(self._setstat_async(path, attrs, nofollow=True), path, attrs,
+                           timeout)
 
     def fsetstat(self, handle: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
         try:
@@ -648,40 +656,33 @@ class SFTPClient:
         getattr costs no request. `follow`: SETSTAT + STAT; else LSETSTAT (when the
         server has it) + LSTAT. The attributes read back, or None if that part failed.
         """
-        if follow or not self.has_extension("lsetstat@openssh.com"):
-            change = self._send(SSH_FXP_SETSTAT, [string(path), encode_attrs(attrs)],
-                                _expect_ok, "SETSTAT", path, f"{path_str(path)} {attrs}")
-        else:
-            change = self._extended("lsetstat@openssh.com", [string(path), encode_attrs(attrs)],
-                                    _expect_ok, path, f"{path_str(path)} {attrs}")
+        nofollow = not follow and self.has_extension("lsetstat@openssh.com")
+        change = self._setstat_async(path, attrs, nofollow=nofollow)
         after = self.stat_async(path) if follow else self.lstat_async(path)
-        try:
-            self._wait(change, timeout)
-        except SFTPError as exc:
-            raise self._explain_setstat(exc, path, attrs, timeout) from None
+        self._setstat_wait(change, path, attrs, timeout)
         return self._read_back(after, timeout)
 
     def open_and_lstat(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
                        timeout: float | None = None) -> tuple[bytes, Attrs | None]:
         """open() with the new file's attributes read back in the same round trip (see
         setstat_and_lstat): creating a file then costs one round trip, not two."""
-        opening = self._send(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
-                             _expect_handle, "OPEN", path,
-                             f"{path_str(path)} flags=0x{pflags:02x}")
+        opening = self._open_async(path, pflags, attrs)
         after = self.lstat_async(path)
-        try:
-            handle = self._wait(opening, timeout)
-        except SFTPError as exc:
-            raise self._explain_open(exc, path, pflags, timeout) from None
-        return handle, self._read_back(after, timeout)
+        return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
 
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
              timeout: float | None = None) -> bytes:
         """Open with SSH_FXF_* flags; the server's handle."""
+        return self._open_wait(self._open_async(path, pflags, attrs), path, pflags, timeout)
+
+    def _open_async(self, path: bytes, pflags: int, attrs: Attrs | None) -> Future:
+        return self._send(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
+                          _expect_handle, "OPEN", path, f"{path_str(path)} flags=0x{pflags:02x}")
+
+    def _open_wait(self, opening: Future, path: bytes, pflags: int,
+                   timeout: float | None) -> bytes:
         try:
-            return self._call(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
-                              _expect_handle, "OPEN", path, timeout,
-                              f"{path_str(path)} flags=0x{pflags:02x}")
+            return self._wait(opening, timeout)
         except SFTPError as exc:
             raise self._explain_open(exc, path, pflags, timeout) from None
 
