@@ -236,6 +236,15 @@ class OpenFile:
                 code = self.remote.failure_cause(self.handle) or code
             raise OSError(code, f"earlier write failed: {os.strerror(code)}")
 
+    def written_on_server(self, end: int) -> None:
+        """The server wrote into this file up to `end` on our behalf (a server-side copy):
+        what readahead holds may be old, and the file now counts as written."""
+        with self._lock:
+            self._drop_chunks()
+            self._next_expected = -1
+            self.wrote = True
+            self.high_water = max(self.high_water, end)
+
     # --- lifecycle ----------------------------------------------------------------------
     def flush(self) -> None:
         self.drain()

@@ -20,7 +20,8 @@ from typing import Any
 from pysshfs.cache import MetadataCache
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
-from pysshfs.idmap import IdMapper
+from pysshfs.idmap import ByNameIdMapper, IdMapper
+from pysshfs.servercopy import copy_range
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
     SSH_FXF_CREAT,
@@ -35,11 +36,16 @@ from pysshfs.symlinks import SymlinkPolicy
 log = logging.getLogger(__name__)
 
 _FUSE_METHODS = (
-    "access", "chmod", "chown", "create", "destroy", "flush", "fsync", "getattr",
+    "access", "chmod", "chown", "copy_file_range", "create", "destroy", "flush", "fsync",
+    "getattr",
     "init_with_config", "link", "mkdir", "mknod", "open", "opendir", "read", "readdir",
     "readdir_plus", "readlink", "release", "releasedir", "rename", "rmdir", "statfs",
     "symlink", "truncate", "unlink", "utimens", "write",
 )
+
+
+RENAME_NOREPLACE = 1  # renameat2(2) flags
+RENAME_EXCHANGE = 2
 
 
 def _sftp_open_flags(flags: int) -> int:
@@ -79,6 +85,7 @@ class SSHFS(Operations):
     """The mounted file system."""
 
     use_ns = True  # times travel as integer nanoseconds
+    rename_takes_flags = True  # renameat2 flags reach rename() (see fuselib.FUSE)
 
     def __init__(self, session: Any, cache: MetadataCache, opts: dict[str, Any], *,
                  on_mounted: Callable[[], None] | None = None) -> None:
@@ -112,6 +119,14 @@ class SSHFS(Operations):
         if mode == "file":
             return IdMapper.from_files(opts.get("uidfile"), opts.get("gidfile"),
                                        strict=opts.get("nomap") == "error")
+        if mode == "names":
+            if self.session.has_extension("users-groups-by-id@openssh.com"):
+                return ByNameIdMapper(self.session.users_groups_by_id,
+                                      strict=opts.get("nomap") == "error")
+            log.warning("idmap=names: the server does not name its ids "
+                        "(users-groups-by-id@openssh.com, OpenSSH 9.0+); ids are shown as "
+                        "they are (idmap=none)")
+            return IdMapper()
         if mode == "user":
             # the owner of the login directory is the remote user
             try:
@@ -247,6 +262,7 @@ class SSHFS(Operations):
 
     def _fetch_listing(self, path: str) -> list[tuple[str, int]]:
         listing = self.session.listdir_attr(self.session.remote_path(path))
+        self.ids.prefetch(attrs for _, attrs in listing)  # idmap=names: one request for all
         decoded = [(name.decode("utf-8", "surrogateescape"), attrs)
                    for name, attrs in listing if name not in (b".", b"..")]
         # With follow_symlinks a link shows as its target: its own attributes are not
@@ -350,7 +366,9 @@ class SSHFS(Operations):
         self.cache.removed(path)
         return 0
 
-    def rename(self, old: str, new: str) -> int:
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        if flags:
+            return self._rename_noreplace(old, new, flags)
         remote_old = self.session.remote_path(old)
         remote_new = self.session.remote_path(new)
         try:
@@ -361,6 +379,33 @@ class SSHFS(Operations):
             raise
         finally:
             self.cache.renamed(old, new)
+        self._renamed_open_files(old, new)
+        return 0
+
+    def _rename_noreplace(self, old: str, new: str, flags: int) -> int:
+        """renameat2(RENAME_NOREPLACE) where the server can do it atomically (a regular
+        file or symlink, hardlink@openssh.com: see SFTPClient.rename_noreplace); EINVAL
+        otherwise, and for RENAME_EXCHANGE, so that callers fall back to their own check."""
+        if flags != RENAME_NOREPLACE:
+            raise OSError(errno.EINVAL, "only RENAME_NOREPLACE can be done over SFTP")
+        if not self.session.has_extension("hardlink@openssh.com"):
+            log.debug("rename %s -> %s: RENAME_NOREPLACE needs hardlink@openssh.com", old, new)
+            raise OSError(errno.EINVAL, "the server cannot rename without replacing")
+        mode = self._lookup(old).mode or 0
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            raise OSError(errno.EINVAL, "RENAME_NOREPLACE: only files and symlinks")
+        try:
+            self.session.rename_noreplace(self.session.remote_path(old),
+                                          self.session.remote_path(new))
+        except OSError:
+            self.cache.unsure(old)
+            self.cache.unsure(new)
+            raise
+        self.cache.renamed(old, new)
+        self._renamed_open_files(old, new)
+        return 0
+
+    def _renamed_open_files(self, old: str, new: str) -> None:
         with self._files_lock:
             prefix = old.rstrip("/") + "/"
             for f in self._files.values():
@@ -368,7 +413,6 @@ class SSHFS(Operations):
                     f.path = new
                 elif f.path.startswith(prefix):
                     f.path = new.rstrip("/") + "/" + f.path[len(prefix):]
-        return 0
 
     def symlink(self, target: str, source: str) -> int:
         """Create the link `target` (in the mount) pointing at `source` (ln -s source target)."""
@@ -520,6 +564,42 @@ class SSHFS(Operations):
         written = self._file(fh).write(data, offset)
         self.cache.changed(path)
         return written
+
+    def copy_file_range(self, path_in: str, fh_in: int, offset_in: int, path_out: str,
+                        fh_out: int, offset_out: int, size: int, flags: int) -> int:
+        """cp inside the mount: the server copies (copy-data), no byte crosses the network.
+
+        EOPNOTSUPP whenever it cannot (no extension, the same file, nothing copied yet
+        and a bare FAILURE): the kernel then copies through read and write itself.
+        """
+        if flags or not self.session.has_extension("copy-data"):
+            log.debug("copy_file_range: the server has no copy-data (OpenSSH 9.0+)")
+            raise OSError(errno.EOPNOTSUPP, "no server-side copy")
+        src, dst = self._files.get(fh_in), self._files.get(fh_out)
+        if src is None or dst is None:
+            raise OSError(errno.EXDEV, "not a file of this mount")
+        if src.path == dst.path:  # sftp-server refuses to copy within one file
+            raise OSError(errno.EOPNOTSUPP, "server-side copy within one file")
+        for f in self._open_files_of(src.path) + self._open_files_of(dst.path):
+            f.drain()  # the server must hold what was written before it copies
+        end_of_source = self.session.fstat(src.handle).size or 0
+        length = min(size, max(0, end_of_source - offset_in))
+        if length == 0:
+            return 0
+        try:
+            copied = copy_range(self.session, src.handle, offset_in, length, dst.handle,
+                                offset_out)
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.EOPNOTSUPP):  # e.g. two names of one file
+                log.debug("copy_file_range %s -> %s: %s; the kernel copies instead",
+                          path_in, path_out, exc)
+                raise OSError(errno.EOPNOTSUPP, "server-side copy failed") from None
+            raise
+        finally:
+            self.cache.changed(dst.path)
+        for f in self._open_files_of(dst.path):
+            f.written_on_server(offset_out + copied if f is dst else 0)
+        return copied
 
     def flush(self, path: str, fh: int) -> int:
         self._file(fh).flush()

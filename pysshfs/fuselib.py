@@ -70,8 +70,8 @@ def _pin_thread_state() -> None:
 
 
 class FUSE(mfusepy.FUSE):
-    """mfusepy.FUSE with utimens and rename passing what the kernel really said, and
-    worker threads that keep their Python thread state."""
+    """mfusepy.FUSE with utimens and rename passing what the kernel really said,
+    copy_file_range, and worker threads that keep their Python thread state."""
 
     def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if not getattr(_pinned, "done", False):
@@ -88,11 +88,27 @@ class FUSE(mfusepy.FUSE):
         return self.utimens_fuse_2(path, buf)
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
-        # RENAME_NOREPLACE / RENAME_EXCHANGE cannot be done atomically over SFTP; say so
-        # (as sshfs does) so that tools fall back instead of silently replacing a file.
-        if flags:
+        # mfusepy drops the flags; replacing a file the caller asked to keep would be
+        # wrong, so they go to an operations object that takes them, or EINVAL (as
+        # sshfs): tools then fall back to their own check.
+        if not flags:
+            return self.rename_fuse_2(old, new)
+        if not getattr(self.operations, "rename_takes_flags", False):
             return -errno.EINVAL
-        return self.rename_fuse_2(old, new)
+        return self.operations.rename(old.decode(self.encoding, self.errors),
+                                      new.decode(self.encoding, self.errors), flags)
+
+    def copy_file_range(self, path_in: bytes | None, fip_in: Any, offset_in: int,
+                        path_out: bytes | None, fip_out: Any, offset_out: int, size: int,
+                        flags: int) -> int:
+        """libfuse3's copy_file_range (mfusepy has the slot, no wrapper): the bytes copied,
+        or -errno (EOPNOTSUPP/EXDEV make the kernel copy through read/write instead;
+        ENOSYS would make it stop asking for the whole mount)."""
+        return self.operations.copy_file_range(
+            None if path_in is None else path_in.decode(self.encoding, self.errors),
+            fip_in.contents.fh, offset_in,
+            None if path_out is None else path_out.decode(self.encoding, self.errors),
+            fip_out.contents.fh, offset_out, size, flags)
 
     def create(self, path: bytes, mode: int, fip: Any) -> int:
         # mfusepy inspects the operation's signature on every create (slow for tar -x);

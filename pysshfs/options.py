@@ -65,13 +65,16 @@ OPTIONS: tuple[Option, ...] = (
        "cannot be read (EPERM); undoes an earlier no_contain_symlinks",
        dest="no_contain_symlinks", negate=True),
     _o("idmap", "choice", "none", "map remote user/group ids: none, user (the remote user's ids "
-       "appear as yours), file (uidfile/gidfile)", choices=("none", "user", "file")),
+       "appear as yours), file (uidfile/gidfile), names (a remote id is the local id of the "
+       "same user or group name; needs OpenSSH 9.0+ on the server)",
+       choices=("none", "user", "file", "names")),
     _o("uidfile", "str", None, "with idmap=file: lines of local_user:remote_uid",
        path=True),
     _o("gidfile", "str", None, "with idmap=file: lines of local_group:remote_gid",
        path=True),
-    _o("nomap", "choice", "error", "with idmap=file, a remote id with no mapping: error "
-       "(EPERM, as sshfs) or ignore (show it as is)", choices=("ignore", "error")),
+    _o("nomap", "choice", "error", "with idmap=file or names, an id with no mapping: error "
+       "(EPERM, as sshfs) or ignore (show it, or chown to it, as is)",
+       choices=("ignore", "error")),
     _o("uid", "int", None, "show every file as owned by this uid"),
     _o("gid", "int", None, "show every file as owned by this gid"),
     _o("umask", "octal", None, "clear these permission bits in every file's mode"),

@@ -34,7 +34,7 @@ RECONNECT_TIMEOUT = 15.0
 # Requests whose result does not depend on whether they already ran once.
 IDEMPOTENT = frozenset({
     "stat", "lstat", "setstat", "lsetstat", "setstat_and_lstat", "realpath", "readlink",
-    "listdir_attr", "statvfs", "expand_path", "has_extension",
+    "listdir_attr", "statvfs", "expand_path", "has_extension", "users_groups_by_id",
 })
 # Not idempotent: a second attempt may fail *because* the first one worked. The errno a
 # retry gives when the first attempt had succeeded.
@@ -369,6 +369,28 @@ class Session:
         def acknowledged(fut: Any) -> None:
             if fut.exception() is None and end > rf.size_floor:
                 rf.size_floor = end
+
+        future.add_done_callback(acknowledged)
+        return future
+
+    def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
+                        dst: RemoteFile, dst_offset: int) -> Any:
+        """Server-side copy between two open files (copy-data); a piece lost with the
+        connection fails with a LOST errno, and may be sent again: copying the same
+        bytes to the same place twice is harmless."""
+        deadline = self._deadline()
+        while True:
+            _, src_handle = self._handle(src, deadline)
+            client, dst_handle = self._handle(dst, deadline)
+            if src.generation == dst.generation == self.generation:
+                break  # both handles belong to the live connection
+        future = self._send_async(client, "copy_data_async", src_handle, src_offset, length,
+                                  dst_handle, dst_offset)
+        end = dst_offset + length
+
+        def acknowledged(fut: Any) -> None:
+            if fut.exception() is None and end > dst.size_floor:
+                dst.size_floor = end
 
         future.add_done_callback(acknowledged)
         return future

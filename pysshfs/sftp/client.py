@@ -910,6 +910,83 @@ class SFTPClient:
                     from None
             raise self._refine(exc, new, timeout=timeout) from None
 
+    def rename_noreplace(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
+        """Rename `old` to `new` only if `new` does not exist, atomically (RENAME_NOREPLACE).
+
+        Done as hardlink@openssh.com (link(2): fails with EEXIST, atomically, when `new`
+        exists) then REMOVE of `old` -- what OpenSSH's plain RENAME does inside for a
+        regular file. Plain RENAME is not used: when link(2) fails (a directory, a file
+        system without hard links, EXDEV, EPERM) sftp-server falls back to a racy
+        stat-then-rename, and its reply does not say which path it took. Here every case
+        where link(2) fails without "exists" is EINVAL, the errno that makes callers (mv
+        -n, glib, systemd) fall back to their own check. If REMOVE fails, `new` is
+        removed again (as sftp-server does) and the REMOVE error is raised.
+        """
+        if not self.has_extension("hardlink@openssh.com"):
+            raise OSError(errno.EINVAL, "RENAME_NOREPLACE needs hardlink@openssh.com")
+        detail = f"{path_str(old)} -> {path_str(new)}"
+        try:
+            self._wait(self._extended("hardlink@openssh.com", [string(old), string(new)],
+                                      _expect_ok, new, detail), timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_NO_SUCH_FILE:
+                raise
+            if self._lstat_or_none(new, timeout) is not None:
+                raise refined_error(exc.status, errno.EEXIST, "file exists", new) from None
+            raise refined_error(exc.status, errno.EINVAL,
+                                "cannot rename without replacing atomically here", new) \
+                from None
+        try:
+            self.remove(old, timeout=timeout)
+        except OSError:
+            try:
+                self.remove(new, timeout=timeout)
+            except OSError as undo:
+                log.warning("%s: rename %s: could not remove the new name again: %s",
+                            self.name, detail, undo)
+            raise
+
+    # --- OpenSSH extensions no other SSH file system uses ---------------------------------
+    def copy_data_async(self, read_handle: bytes, read_offset: int, length: int,
+                        write_handle: bytes, write_offset: int) -> Future:
+        """Copy `length` bytes from one open handle to another on the server (copy-data,
+        OpenSSH 9.0); EOPNOTSUPP without it.
+
+        The server answers OK also when the source ended within the last 64 KiB it
+        tried, so it cannot say how much it copied: callers bound `length` by the
+        source's size. `length` 0 would mean "to the end of the source": never sent.
+        """
+        self._require("copy-data")
+        if length <= 0:
+            raise ValueError("copy-data length must be positive")
+        return self._extended("copy-data", [string(read_handle), u64(read_offset), u64(length),
+                                            string(write_handle), u64(write_offset)],
+                              _expect_ok, None,
+                              f"{read_handle.hex()} {read_offset} {length} -> "
+                              f"{write_handle.hex()} {write_offset}")
+
+    def copy_data(self, read_handle: bytes, read_offset: int, length: int,
+                  write_handle: bytes, write_offset: int, *,
+                  timeout: float | None = None) -> None:
+        self._wait(self.copy_data_async(read_handle, read_offset, length, write_handle,
+                                        write_offset), timeout)
+
+    def users_groups_by_id(self, uids: Sequence[int], gids: Sequence[int], *,
+                           timeout: float | None = None) -> tuple[list[str], list[str]]:
+        """The server's user names for `uids` and group names for `gids`, in order, ""
+        for an id it has no name for (users-groups-by-id@openssh.com, OpenSSH 9.0);
+        EOPNOTSUPP without it. One request for all of them."""
+        self._require("users-groups-by-id@openssh.com")
+        def parse(ptype: int, r: Reader, req: _Request) -> tuple[list[str], list[str]]:
+            reply = _expect_extended(ptype, r, req)
+            users, groups = Reader(reply.string()), Reader(reply.string())
+            return _name_list(users, len(uids)), _name_list(groups, len(gids))
+
+        body = [string(b"".join(u32(i & 0xFFFFFFFF) for i in uids)),
+                string(b"".join(u32(i & 0xFFFFFFFF) for i in gids))]
+        return self._wait(self._extended("users-groups-by-id@openssh.com", body, parse, None,
+                                         f"{len(uids)} uids, {len(gids)} gids"), timeout)
+
     # --- file systems and paths ---------------------------------------------------------
     def statvfs(self, path: bytes, *, timeout: float | None = None) -> dict[str, int]:
         """os.statvfs-like numbers (statvfs@openssh.com); EOPNOTSUPP without it."""
@@ -944,6 +1021,14 @@ class SFTPClient:
             return _expect_extended(ptype, r, req).rest()
 
         return self._wait(self._extended(name, [data], parse, None), timeout)
+
+
+def _name_list(r: Reader, count: int) -> list[str]:
+    """`count` names, one string each (users-groups-by-id reply)."""
+    names = [r.string().decode("utf-8", "surrogateescape") for _ in range(count)]
+    if r.remaining():
+        raise ProtocolError(f"users-groups-by-id: more names than the {count} ids asked")
+    return names
 
 
 def _all_of(futures: list[Future]) -> Future:

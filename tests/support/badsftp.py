@@ -21,6 +21,7 @@ Modes (ARG in brackets, N counts requests after INIT):
   stderr-flood            write to stderr without end, as fast as the pipe takes it
   escapes                 STATUS messages and an extension name carry terminal escapes
   unknown-ids [COUNT]     before the first real reply, COUNT replies to ids never used
+  no-extension NAME[,..]  the VERSION reply does not advertise these extensions
 Add a mode by adding a function to MODES.
 """
 
@@ -248,6 +249,22 @@ def mode_unknown_ids(r: Relay, where: str, pkt: bytes) -> bytes | None:
     return None
 
 
+def mode_no_extension(r: Relay, where: str, pkt: bytes) -> bytes | None:
+    if where != "reply" or pkt[4] != FXP_VERSION:
+        return None
+    hidden = set(r.arg(0, "").encode().split(b","))
+    body, pos = pkt[5:9], 9  # the version number, then name/data string pairs
+    while pos < len(pkt):
+        (n,) = struct.unpack(">I", pkt[pos:pos + 4])
+        name = pkt[pos + 4:pos + 4 + n]
+        (m,) = struct.unpack(">I", pkt[pos + 4 + n:pos + 8 + n])
+        end = pos + 8 + n + m
+        if name not in hidden:
+            body += pkt[pos:end]
+        pos = end
+    return u32(len(body) + 1) + bytes([FXP_VERSION]) + body
+
+
 MODES: dict[str, Mode] = {
     "pass": mode_pass,
     "stall": mode_stall,
@@ -262,6 +279,7 @@ MODES: dict[str, Mode] = {
     "stderr-flood": mode_stderr_flood,
     "escapes": mode_escapes,
     "unknown-ids": mode_unknown_ids,
+    "no-extension": mode_no_extension,
 }
 
 
