@@ -189,6 +189,7 @@ class SSHFS(Operations):
         return attrs
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
+        self.ids.prefetch((attrs,))  # idmap=names: both ids of a new owner in one request
         mode = attrs.mode if attrs.mode is not None else (stat.S_IFREG | 0o644)
         if self.umask:
             mode &= ~self.umask
@@ -590,6 +591,10 @@ class SSHFS(Operations):
             copied = copy_range(self.session, src.handle, offset_in, length, dst.handle,
                                 offset_out)
         except OSError as exc:
+            cause = self.session.failure_cause(dst.handle) if exc.errno == errno.EIO \
+                else None
+            if cause is not None:  # a full or read-only disk: no use copying another way
+                raise OSError(cause, os.strerror(cause)) from None
             if exc.errno in (errno.EIO, errno.EOPNOTSUPP):  # e.g. two names of one file
                 log.debug("copy_file_range %s -> %s: %s; the kernel copies instead",
                           path_in, path_out, exc)
