@@ -195,19 +195,29 @@ class ByNameIdMapper(IdMapper):
             some_uids, some_gids = uids[start:start + self.BATCH], gids[start:start + self.BATCH]
             try:
                 user_names, group_names = self._lookup(some_uids, some_gids)
-            except OSError as exc:  # not cached: asked again next time
-                log.warning("idmap=names: cannot ask the server for names: %s", exc)
-                return
+            except OSError as exc:
+                # Taken as "no name" (nomap's rule) for the mount's life: a server that
+                # fails this request would fail it again, on every stat. A lost
+                # connection does not get here: the session retries the request.
+                log.warning("idmap=names: the server did not name ids %s / %s: %s",
+                            some_uids, some_gids, exc)
+                user_names, group_names = [""] * len(some_uids), [""] * len(some_gids)
             with self._lock:
                 for uid, name in zip(some_uids, user_names, strict=True):
                     self._users.learn(uid, name)
                 for gid, name in zip(some_gids, group_names, strict=True):
                     self._groups.learn(gid, name)
 
+    def _ask_one(self, names: _Names, remote: int) -> None:
+        if names is self._users:
+            self._ask([remote], [])
+        else:
+            self._ask([], [remote])
+
     def _local(self, names: _Names, remote: int, strict: bool) -> int:
         local = names.local_ids.get(remote, _UNKNOWN)
         if local is _UNKNOWN:
-            self._ask([remote], []) if names is self._users else self._ask([], [remote])
+            self._ask_one(names, remote)
             local = names.local_ids.get(remote)
         if isinstance(local, int):
             return local
@@ -222,7 +232,7 @@ class ByNameIdMapper(IdMapper):
             remote = names.remote_ids.get(name)
             if remote is None and local not in names.remote_names:
                 # not seen yet: does the server give this name the same id?
-                self._ask([local], []) if names is self._users else self._ask([], [local])
+                self._ask_one(names, local)
                 remote = names.remote_ids.get(name)
             if remote is not None:
                 return remote

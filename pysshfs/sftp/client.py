@@ -1026,7 +1026,7 @@ class SFTPClient:
 def _name_list(r: Reader, count: int) -> list[str]:
     """`count` names, one string each (users-groups-by-id reply)."""
     names = [r.string().decode("utf-8", "surrogateescape") for _ in range(count)]
-    if r.remaining():
+    if r.remaining:
         raise ProtocolError(f"users-groups-by-id: more names than the {count} ids asked")
     return names
 
