@@ -37,10 +37,9 @@ log = logging.getLogger(__name__)
 
 _FUSE_METHODS = (
     "access", "chmod", "chown", "copy_file_range", "create", "destroy", "flush", "fsync",
-    "getattr",
-    "init_with_config", "link", "mkdir", "mknod", "open", "opendir", "read", "readdir",
-    "readdir_plus", "readlink", "release", "releasedir", "rename", "rmdir", "statfs",
-    "symlink", "truncate", "unlink", "utimens", "write",
+    "getattr", "init_with_config", "link", "mkdir", "mknod", "open", "opendir", "read",
+    "readdir", "readdir_plus", "readlink", "release", "releasedir", "rename", "rmdir",
+    "statfs", "symlink", "truncate", "unlink", "utimens", "write",
 )
 
 
@@ -124,7 +123,7 @@ class SSHFS(Operations):
                 return ByNameIdMapper(self.session.users_groups_by_id,
                                       strict=opts.get("nomap") == "error")
             log.warning("idmap=names: the server does not name its ids "
-                        "(users-groups-by-id@openssh.com, OpenSSH 9.0+); ids are shown as "
+                        "(users-groups-by-id@openssh.com, OpenSSH 9.1+); ids are shown as "
                         "they are (idmap=none)")
             return IdMapper()
         if mode == "user":

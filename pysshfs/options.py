@@ -66,7 +66,7 @@ OPTIONS: tuple[Option, ...] = (
        dest="no_contain_symlinks", negate=True),
     _o("idmap", "choice", "none", "map remote user/group ids: none, user (the remote user's ids "
        "appear as yours), file (uidfile/gidfile), names (a remote id is the local id of the "
-       "same user or group name; needs OpenSSH 9.0+ on the server)",
+       "same user or group name; needs OpenSSH 9.1+ on the server)",
        choices=("none", "user", "file", "names")),
     _o("uidfile", "str", None, "with idmap=file: lines of local_user:remote_uid",
        path=True),

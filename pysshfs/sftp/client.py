@@ -974,7 +974,7 @@ class SFTPClient:
     def users_groups_by_id(self, uids: Sequence[int], gids: Sequence[int], *,
                            timeout: float | None = None) -> tuple[list[str], list[str]]:
         """The server's user names for `uids` and group names for `gids`, in order, ""
-        for an id it has no name for (users-groups-by-id@openssh.com, OpenSSH 9.0);
+        for an id it has no name for (users-groups-by-id@openssh.com, OpenSSH 9.1);
         EOPNOTSUPP without it. One request for all of them."""
         self._require("users-groups-by-id@openssh.com")
         def parse(ptype: int, r: Reader, req: _Request) -> tuple[list[str], list[str]]:
