@@ -21,7 +21,7 @@ from pysshfs.cache import MetadataCache
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
-from pysshfs.servercopy import copy_range
+from pysshfs.servercopy import MAX_PER_CALL, copy_range
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
     SSH_FXF_CREAT,
@@ -583,7 +583,7 @@ class SSHFS(Operations):
         for f in self._open_files_of(src.path) + self._open_files_of(dst.path):
             f.drain()  # the server must hold what was written before it copies
         end_of_source = self.session.fstat(src.handle).size or 0
-        length = min(size, max(0, end_of_source - offset_in))
+        length = min(size, MAX_PER_CALL, max(0, end_of_source - offset_in))
         if length == 0:
             return 0
         try:

@@ -135,7 +135,7 @@ class _Names:
     def local_id_of(self, name: str) -> int | None:
         try:
             return pwd.getpwnam(name).pw_uid if self.kind == "user" else grp.getgrnam(name).gr_gid
-        except (KeyError, UnicodeEncodeError):
+        except (KeyError, ValueError):  # no such name; or a NUL or undecodable byte in it
             return None
 
     def local_name_of(self, local: int) -> str | None:

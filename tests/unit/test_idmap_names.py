@@ -101,3 +101,12 @@ def test_a_failing_server_is_asked_once(server: Server) -> None:
     assert ids.uid_to_local(5000) == 5000
     assert ids.uid_to_local(5000) == 5000
     assert len(server.asked) == 1
+
+
+def test_names_no_local_user_can_have_are_unknown() -> None:
+    server = Server({1: "dae\x00mon", 2: "x" * 10000, 3: "\udcff"}, {})
+    ids = ByNameIdMapper(server, strict=True)
+    for uid in (1, 2, 3):
+        with pytest.raises(OSError) as info:
+            ids.uid_to_local(uid)
+        assert info.value.errno == errno.EPERM

@@ -93,7 +93,7 @@ def complete(line: str) -> list[str]:
     ("pysshfs -o ro,allow_", ["ro,allow_other", "ro,allow_root"]),
     ("pysshfs -oidm", ["-oidmap="]),
     ("pysshfs -o Identit", ["IdentitiesOnly=", "IdentityAgent=", "IdentityFile="]),
-    ("pysshfs -o idmap=", ["file", "none", "user"]),
+    ("pysshfs -o idmap=", ["file", "names", "none", "user"]),
     ("pysshfs -o ro,nomap=e", ["error"]),
     ("pysshfs -o reconnect=", ["no", "yes"]),
     ("pysshfs -o noe", ["noexec"]),
