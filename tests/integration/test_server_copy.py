@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import badsftp
-from tests.support.mount import Mount, Mounter
+from tests.support.faultproxy import FaultProxy
+from tests.support.mount import Mount, Mounter, wait_for
 
 MIB = 1024 * 1024
 BIG = 40 * MIB  # three copy-data pieces of at most 16 MiB
@@ -150,3 +151,35 @@ def test_copy_to_another_file_system_is_refused_cleanly(mounter: Mounter,
     finally:
         os.close(fd_in)
         os.close(fd_out)
+
+
+def test_a_copy_cut_by_a_connection_drop_completes_after_reconnect(
+        mounter: Mounter, big: tuple[Path, bytes], tmp_path: Path) -> None:
+    """Pieces lost with the connection are sent again on the reopened handles."""
+    root, data = big
+    sshd = mounter.sshd
+    with FaultProxy(sshd.port) as proxy:
+        known_hosts = tmp_path / "known_hosts_proxy"
+        kind, key = sshd.host_key.with_suffix(".pub").read_text().split()[:2]
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
+        slow = badsftp.command("delay", "0.3")  # replies late: the cut lands mid-copy
+        m = mounter(["-d", "-o", f"Port={proxy.port}", "-o",
+                     f"UserKnownHostsFile={known_hosts}", "-o", f"sftp_server={slow}"],
+                    foreground=True, root=root)
+        cp = subprocess.Popen(["cp", str(m.mnt / "big"), str(m.mnt / "big2")],
+                              stderr=subprocess.PIPE)
+        try:
+            assert wait_for(lambda: requests(m, "copy-data") >= 1, 60)
+            accepted = proxy.accepted
+            assert proxy.cut() >= 1
+            assert cp.wait(timeout=120) == 0, cp.stderr.read() if cp.stderr else ""
+        finally:
+            if cp.poll() is None:
+                cp.kill()
+                cp.wait()
+        assert proxy.accepted > accepted  # it did reconnect
+        assert "reconnected" in m.stderr_text()
+        assert (root / "big2").read_bytes() == data
+        assert requests(m, "copy-data") > 3  # the lost pieces went again
+        assert requests(m, "READ") == 0
+        m.unmount()
