@@ -199,8 +199,8 @@ class ByNameIdMapper(IdMapper):
                 # Taken as "no name" (nomap's rule) for the mount's life: a server that
                 # fails this request would fail it again, on every stat. A lost
                 # connection does not get here: the session retries the request.
-                log.warning("idmap=names: the server did not name ids %s / %s: %s",
-                            some_uids, some_gids, exc)
+                log.warning("idmap=names: the server did not name %d uid(s) and %d gid(s) "
+                            "(shown as unmapped): %s", len(some_uids), len(some_gids), exc)
                 user_names, group_names = [""] * len(some_uids), [""] * len(some_gids)
             with self._lock:
                 for uid, name in zip(some_uids, user_names, strict=True):
