@@ -22,6 +22,7 @@ from typing import Any
 from pysshfs.cache import kernel_timeouts
 from pysshfs.cli import MountSpec
 from pysshfs.errors import MountError
+from pysshfs.sanitize import SafeFormatter
 
 log = logging.getLogger("pysshfs")
 
@@ -30,7 +31,7 @@ _OK = b"OK\n"
 
 def _configure_logging(spec: MountSpec) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(SafeFormatter(
         "%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -53,7 +54,7 @@ def _switch_to_syslog(old: logging.Handler) -> None:
         try:
             handler: logging.Handler = logging.handlers.SysLogHandler(
                 address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-            handler.setFormatter(logging.Formatter(f"pysshfs[{os.getpid()}]: %(message)s"))
+            handler.setFormatter(SafeFormatter(f"pysshfs[{os.getpid()}]: %(message)s"))
             root.addHandler(handler)
             log.setLevel(logging.INFO)
             return

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pysshfs.sanitize import sanitize
 from pysshfs.sftp.errors import (  # noqa: F401 - re-exported: status codes live with the wire format
     SSH_FX_BAD_MESSAGE,
     SSH_FX_CONNECTION_LOST,
@@ -256,12 +257,14 @@ def decode_attrs(r: Reader) -> Attrs:
 
 
 def decode_version(payload: bytes | memoryview) -> tuple[int, dict[str, bytes]]:
-    """VERSION payload (after the type byte): version and extension name → data."""
+    """VERSION payload (after the type byte): version and extension name → data.
+
+    Names are sanitised (they are logged; a real one is plain ASCII and stays as it is)."""
     r = Reader(payload)
     version = r.u32()
     extensions: dict[str, bytes] = {}
     while r.remaining:
-        name = r.string().decode("utf-8", "replace")
+        name = sanitize(r.string().decode("utf-8", "replace"))
         extensions[name] = r.string()
     return version, extensions
 
