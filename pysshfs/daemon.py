@@ -23,6 +23,7 @@ from pysshfs.cache import kernel_timeouts
 from pysshfs.cli import MountSpec
 from pysshfs.errors import MountError
 from pysshfs.sanitize import SafeFormatter
+from pysshfs.system import warn_allow_other
 
 log = logging.getLogger("pysshfs")
 
@@ -146,6 +147,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         mounted["yes"] = True
         _widen_readahead(now.st_dev)
         log.info("mounted %s on %s", spec.source, spec.mountpoint)
+        warn_allow_other(spec.opts, spec.source)
         on_mounted()
 
     def mounted_now() -> None:
@@ -231,6 +233,7 @@ def run(spec: MountSpec) -> int:
         except OSError:
             pass
         _detach(handler)
+        warn_allow_other(spec.opts, spec.source)  # the log is syslog now
 
     try:
         code = _serve(spec, on_mounted)
