@@ -72,10 +72,14 @@ def warn_once(who: str, directory: bytes, message: str, *args: object) -> None:
 def check_link_target(target: bytes, path: str) -> bytes:
     """`target` if the kernel can take it, else ENAMETOOLONG: readlink(2) answers at most
     PATH_MAX - 1 bytes, and FUSE refuses a longer answer outright ("writing device:
-    Invalid argument"), so holding or caching one would be memory spent for nothing."""
+    Invalid argument"), so holding or caching one would be memory spent for nothing.
+    A NUL byte cannot be in a target: the kernel would see only what comes before it,
+    another target than the one the symlink policy judged (EIO)."""
     if len(target) >= PATH_MAX:
         raise OSError(errno.ENAMETOOLONG, f"symlink target of {len(target)} bytes "
                       f"(at most {PATH_MAX - 1})", path)
+    if b"\0" in target:
+        raise OSError(errno.EIO, "symlink target with a NUL byte", path)
     return target
 
 

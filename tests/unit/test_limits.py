@@ -90,6 +90,9 @@ def test_symlink_targets_longer_than_path_max_minus_one() -> None:
     with pytest.raises(OSError) as info:
         check_link_target(b"t" * 4096, "/l")
     assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as info:
+        check_link_target(b"inside\0/../../etc/passwd", "/l")
+    assert info.value.errno == errno.EIO
 
 
 def test_link_cache_is_bounded_in_bytes(monkeypatch) -> None:

@@ -77,3 +77,25 @@ def test_log_formatter_sanitises_messages_and_tracebacks() -> None:
         rec = logging.LogRecord("p", logging.ERROR, __file__, 1, "boom", (), sys.exc_info())
     text = fmt.format(rec)
     assert "\x1b" not in text and "\r" not in text and "\n" in text  # traceback lines kept
+
+
+def test_prompts_and_messages_shown_to_the_user_are_sanitised(monkeypatch, capsys,
+                                                              tmp_path) -> None:
+    """keyboard-interactive names, instructions and prompts come from the server."""
+    from pysshfs.ssh import prompt
+
+    monkeypatch.setattr(prompt, "_open_tty", lambda: None)
+    prompt.tell(f"Instructions:\n{RAW}")
+    err = capsys.readouterr().err
+    assert err == "Instructions:\n" + sanitize(RAW) + "\n"
+    # SSH_ASKPASS gets the prompt as its argument: sanitised too
+    seen = tmp_path / "seen"
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f"#!/bin/sh\nprintf %s \"$1\" > {seen}\necho answer\n")
+    askpass.chmod(0o755)
+    monkeypatch.setenv("SSH_ASKPASS", str(askpass))
+    monkeypatch.setenv("SSH_ASKPASS_REQUIRE", "force")
+    assert prompt.ask(f"Code {RAW}: ") == "answer"
+    shown = seen.read_text()
+    assert shown == f"Code {sanitize(RAW)}: "
+    assert not any(c in shown for c in "\x1b\x07\r")
