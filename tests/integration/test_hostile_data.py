@@ -67,6 +67,7 @@ def served_tree(mounter: Mounter) -> Path:
 
 # --- item 6: bounded memory ------------------------------------------------------------------
 
+@pytest.mark.slow  # ~15 s: a million entries must arrive before the limit
 def test_endless_listing_fails_cleanly_and_memory_stays_bounded(mounter: Mounter) -> None:
     root = served_tree(mounter)
     m = mounter(bad_server("endless-readdir"), foreground=True, root=root)
@@ -85,6 +86,7 @@ def test_endless_listing_fails_cleanly_and_memory_stays_bounded(mounter: Mounter
     m.unmount()
 
 
+@pytest.mark.slow  # ~10 s: 2,000 readlinks of 120 KB each
 def test_overlong_symlink_targets_are_refused_and_not_kept(mounter: Mounter) -> None:
     root = mounter.new_root()
     for i in range(2000):
