@@ -110,7 +110,8 @@ def render() -> str:
     )
     out += _example(
         "alice@host:/srv /mnt/srv fuse.pysshfs "
-        "defaults,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519,allow_other 0 0",
+        "defaults,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519,allow_other,"
+        "default_permissions 0 0",
         "alice@host:/srv /mnt/srv fuse.pysshfs "
         "noauto,x-systemd.automount,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519 0 0",
         "alice@host:/srv /home/bob/srv fuse.pysshfs "
