@@ -190,16 +190,16 @@ def check_command_line_names(req: ConnectRequest) -> None:
     for what, name in hosts:
         if not valid_hostname(name):
             raise MountError(errno.EINVAL, f"{what} '{name}'",
-                             "contains characters ssh refuses in host names "
-                             "(quotes, $ ` \\ ; & < > | ( ) { } , spaces or control characters)",
-                             "check the name; in a command such as ProxyCommand %h they "
+                             "ssh refuses host names with quotes, spaces, control characters, "
+                             "a leading '-' or any of $`\\;&<>|(){},",
+                             "check the name: through %h in ProxyCommand or Match exec it "
                              "would run as shell code")
     for what, name in users:
         if not valid_username(name):
             raise MountError(errno.EINVAL, f"{what} '{name}'",
-                             "contains characters ssh refuses in user names "
-                             "(quotes, ` ; & < > | ( ) { }, control characters or a leading -)",
-                             "check the name; in a command such as ProxyCommand %r they "
+                             "ssh refuses user names with quotes, control characters, a "
+                             "leading '-' or any of `;&<>|(){}",
+                             "check the name: through %r in ProxyCommand or Match exec it "
                              "would run as shell code")
 
 
