@@ -110,7 +110,8 @@ def render() -> str:
     )
     out += _example(
         "alice@host:/srv /mnt/srv fuse.pysshfs "
-        "defaults,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519,allow_other 0 0",
+        "defaults,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519,allow_other,"
+        "default_permissions 0 0",
         "alice@host:/srv /mnt/srv fuse.pysshfs "
         "noauto,x-systemd.automount,_netdev,IdentityFile=/home/alice/.ssh/id_ed25519 0 0",
         "alice@host:/srv /home/bob/srv fuse.pysshfs "
@@ -123,6 +124,20 @@ def render() -> str:
         "fusermount3 -u. allow_other and allow_root need the line user_allow_other in "
         "/etc/fuse.conf; pysshfs says so before mounting. Root mounting for a user gives "
         "uid=, gid= and that user's IdentityFile=.",
+        "allow_other without default_permissions lets every local user read and change "
+        "whatever the mounting user may on the server, whatever the files' modes say: "
+        "pysshfs mounts so, as sshfs does, and warns once on stderr and in the log. Add "
+        "default_permissions to have the kernel check each file's mode and owner first.",
+    )
+    out += _section(
+        "UNTRUSTED SERVERS",
+        "A listing past 1,048,576 entries or 128 MiB of names fails with EOVERFLOW and a log "
+        "line naming the directory. Names no directory can hold (a/b, empty, a NUL inside, "
+        "over 255 bytes) are left out with one warning per directory. Symlink targets over "
+        "4095 bytes give ENAMETOOLONG. Control characters in anything the server sends are "
+        "shown escaped (\\x1b) on the terminal and in the log. Host and user names given on "
+        "the command line are checked as ssh checks them, so %h, %n and %r in ProxyCommand "
+        "or Match exec never become shell code.",
     )
     out += _section(
         "ID MAPPING AND SYMLINKS",

@@ -22,6 +22,8 @@ from typing import Any
 from pysshfs.cache import kernel_timeouts
 from pysshfs.cli import MountSpec
 from pysshfs.errors import MountError
+from pysshfs.sanitize import SafeFormatter
+from pysshfs.system import warn_allow_other
 
 log = logging.getLogger("pysshfs")
 
@@ -30,7 +32,7 @@ _OK = b"OK\n"
 
 def _configure_logging(spec: MountSpec) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
+    handler.setFormatter(SafeFormatter(
         "%(asctime)s.%(msecs)03d %(name)s: %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -53,7 +55,7 @@ def _switch_to_syslog(old: logging.Handler) -> None:
         try:
             handler: logging.Handler = logging.handlers.SysLogHandler(
                 address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
-            handler.setFormatter(logging.Formatter(f"pysshfs[{os.getpid()}]: %(message)s"))
+            handler.setFormatter(SafeFormatter(f"pysshfs[{os.getpid()}]: %(message)s"))
             root.addHandler(handler)
             log.setLevel(logging.INFO)
             return
@@ -145,6 +147,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         mounted["yes"] = True
         _widen_readahead(now.st_dev)
         log.info("mounted %s on %s", spec.source, spec.mountpoint)
+        warn_allow_other(spec.opts, spec.source)
         on_mounted()
 
     def mounted_now() -> None:
@@ -230,6 +233,7 @@ def run(spec: MountSpec) -> int:
         except OSError:
             pass
         _detach(handler)
+        warn_allow_other(spec.opts, spec.source)  # the log is syslog now
 
     try:
         code = _serve(spec, on_mounted)

@@ -31,6 +31,7 @@ from pysshfs.sftp.codec import (
     SSH_FXF_WRITE,
     Attrs,
 )
+from pysshfs.sftp.limits import check_link_target
 from pysshfs.symlinks import SymlinkPolicy
 
 log = logging.getLogger(__name__)
@@ -428,7 +429,8 @@ class SSHFS(Operations):
     def readlink(self, path: str) -> str:
         target = self.cache.link(path)
         if target is None:
-            target = self.session.readlink(self.session.remote_path(path))
+            target = check_link_target(self.session.readlink(self.session.remote_path(path)),
+                                       path)
             self.cache.learned_link(path, target)
         return self.links.present(path, target).decode("utf-8", "surrogateescape")
 

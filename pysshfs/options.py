@@ -153,7 +153,9 @@ OPTIONS: tuple[Option, ...] = (
     _o("ForwardAgent", "str", None, "ignored: a mount never forwards the agent", group="ssh"),
     # --- fuse ---------------------------------------------------------------------------
     _o("ro", "flag", False, "mount read-only", group="fuse"),
-    _o("allow_other", "flag", False, "let other users access the mount", group="fuse"),
+    _o("allow_other", "flag", False, "let other users access the mount, all with your rights "
+       "on the server unless default_permissions is given too (a warning says so)",
+       group="fuse"),
     _o("allow_root", "flag", False, "let root access the mount", group="fuse"),
     _o("default_permissions", "flag", False, "let the kernel check permissions from the mode",
        group="fuse"),

@@ -69,3 +69,18 @@ def check_can_mount(opts: dict[str, Any], *, euid: int | None = None,
                          f"only root may use it while {fuse_conf} lacks 'user_allow_other'",
                          f"fix: add the line user_allow_other to {fuse_conf} as root, "
                          f"or mount without {wanted[0]}")
+
+
+def warn_allow_other(opts: dict[str, Any], source: str) -> None:
+    """Once mounted: warn a user who shares the mount with every local user unchecked.
+
+    With allow_other and without default_permissions nobody checks a file's mode against
+    the local user: the server only sees the mounting user, so every local user reads
+    and writes with that user's rights. sshfs mounts so too, and so do we; but we say it
+    (on stderr while there is one, and in the log).
+    """
+    if opts.get("allow_other") and not opts.get("default_permissions"):
+        log.warning("warning: allow_other without default_permissions: every local user "
+                    "can read and change %s with your rights on the server (add -o "
+                    "default_permissions to have the kernel check each file's mode and "
+                    "owner)", source)

@@ -87,6 +87,7 @@ from pysshfs.sftp.errors import (
     refined_error,
     status_error,
 )
+from pysshfs.sftp.limits import ListingGuard
 
 log = logging.getLogger(__name__)
 
@@ -759,6 +760,7 @@ class SFTPClient:
         """
         handle = self.opendir(path, timeout=timeout)
         entries: list[tuple[bytes, Attrs]] = []
+        guard = ListingGuard(path, self.name)  # bounded size, only names that can exist
         try:
             in_flight = deque(self._readdir_async(handle) for _ in range(READDIR_IN_FLIGHT))
             eof = False
@@ -769,8 +771,7 @@ class SFTPClient:
                     continue
                 if not eof:
                     in_flight.append(self._readdir_async(handle))
-                entries.extend((name, attrs) for name, _, attrs in batch
-                               if name not in (b".", b".."))
+                entries.extend(guard.accept(batch))
         except SFTPError as exc:
             if exc.filename is None:
                 exc.filename = path_str(path)
@@ -778,6 +779,7 @@ class SFTPClient:
         finally:
             if not self.closed:
                 self._close_unwaited(handle)
+        guard.done()
         return entries
 
     def _close_unwaited(self, handle: bytes) -> None:

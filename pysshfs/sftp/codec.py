@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pysshfs.sanitize import sanitize
 from pysshfs.sftp.errors import (  # noqa: F401 - re-exported: status codes live with the wire format
     SSH_FX_BAD_MESSAGE,
     SSH_FX_CONNECTION_LOST,
@@ -107,7 +108,11 @@ class ProtocolError(OSError):
 
 @dataclass(slots=True)
 class Attrs:
-    """File attributes as SFTP v3 carries them; None = the server did not say / leave alone."""
+    """File attributes as SFTP v3 carries them; None = the server did not say / leave alone.
+
+    Never changed once decoded: decode_attrs hands out one shared instance for "no
+    attributes" (a listing of names alone then costs a third less memory per entry).
+    """
 
     size: int | None = None
     uid: int | None = None
@@ -115,6 +120,9 @@ class Attrs:
     mode: int | None = None  # full st_mode incl. file type bits ("permissions" on the wire)
     atime: int | None = None  # seconds
     mtime: int | None = None
+
+
+NO_ATTRS = Attrs()  # what a server that sends no attributes says: shared, never changed
 
 
 # --- encoding ---------------------------------------------------------------------------
@@ -234,6 +242,8 @@ def decode_attrs(r: Reader) -> Attrs:
     flags = r.u32()
     if flags & ~_KNOWN_ATTR_FLAGS:
         raise ProtocolError(f"unknown attribute flags 0x{flags:08x}")
+    if not flags:
+        return NO_ATTRS
     a = Attrs()
     if flags & SSH_FILEXFER_ATTR_SIZE:
         a.size = r.u64()
@@ -256,12 +266,14 @@ def decode_attrs(r: Reader) -> Attrs:
 
 
 def decode_version(payload: bytes | memoryview) -> tuple[int, dict[str, bytes]]:
-    """VERSION payload (after the type byte): version and extension name → data."""
+    """VERSION payload (after the type byte): version and extension name → data.
+
+    Names are sanitised (they are logged; a real one is plain ASCII and stays as it is)."""
     r = Reader(payload)
     version = r.u32()
     extensions: dict[str, bytes] = {}
     while r.remaining:
-        name = r.string().decode("utf-8", "replace")
+        name = sanitize(r.string().decode("utf-8", "replace"))
         extensions[name] = r.string()
     return version, extensions
 

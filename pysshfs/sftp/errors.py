@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import os
 
+from pysshfs.sanitize import sanitize
+
 SSH_FX_OK = 0
 SSH_FX_EOF = 1
 SSH_FX_NO_SUCH_FILE = 2
@@ -101,11 +103,10 @@ def status_errno(code: int, failure: int = errno.EIO) -> int:
 
 def status_error(code: int, message: str | bytes | None, path: bytes | str | None = None,
                  *, failure: int = errno.EIO) -> SFTPError:
-    """The OSError for a STATUS reply; the server's message when it gave one."""
+    """The OSError for a STATUS reply; the server's message when it gave one (sanitised:
+    it ends up in logs and on the terminal)."""
     err = status_errno(code, failure)
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    text = message or os.strerror(err)
+    text = sanitize(message) or os.strerror(err)
     filename = path_str(path)
     exc = SFTPError(err, text, filename) if filename is not None else SFTPError(err, text)
     exc.status = code

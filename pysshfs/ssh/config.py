@@ -63,6 +63,13 @@ KNOWN_KEYWORDS = {
         "UpdateHostKeys", "VisualHostKey", "LogLevel",
     )
 }
+# What OpenSSH refuses in host and user names given on the command line (readconf.c
+# ssh_valid_hostname / ssh_valid_ruser, since CVE-2023-51385): expanded into ProxyCommand
+# or Match exec as %h, %n or %r, they would be shell syntax and run as commands.
+_HOST_FORBIDDEN = frozenset("'`\"$\\;&<>|(){},")
+_USER_FORBIDDEN = frozenset("'`\";&<>|(){}")
+_C_SPACE = frozenset(" \t\n\v\f\r")  # C isspace()
+
 ALIASES = {
     "pubkeyacceptedkeytypes": "pubkeyacceptedalgorithms",
     "challengeresponseauthentication": "kbdinteractiveauthentication",
@@ -140,6 +147,60 @@ def match_pattern_list(name: str, patterns: Iterable[str]) -> bool:
         elif match_pattern(name, pattern):
             matched = True
     return matched
+
+
+def _control(c: str) -> bool:
+    return ord(c) < 0x20 or c == "\x7f"
+
+
+def valid_hostname(name: str) -> bool:
+    """A host name OpenSSH accepts: no leading '-', no quote, shell metacharacter, comma,
+    white space or control character."""
+    return not name.startswith("-") and not any(
+        c in _HOST_FORBIDDEN or c in _C_SPACE or c.isspace() or _control(c) for c in name)
+
+
+def valid_username(name: str) -> bool:
+    """A remote user name OpenSSH accepts: no leading '-', no quote, shell metacharacter
+    or control character, no '-' right after white space, no trailing backslash ('$' is
+    allowed: Windows machine accounts end in it)."""
+    if name.startswith("-") or name.endswith("\\"):
+        return False
+    for i, c in enumerate(name):
+        if c in _USER_FORBIDDEN or _control(c):
+            return False
+        if c in _C_SPACE and name[i + 1:i + 2] == "-":
+            return False
+    return True
+
+
+def check_command_line_names(req: ConnectRequest) -> None:
+    """Refuse, as ssh does, host and user names from the command line that would be shell
+    code once a %-token puts them into ProxyCommand or Match exec (checked for every
+    destination, whether or not a command uses them, so the answer never depends on the
+    configuration). Names from the configuration files are the user's own and trusted."""
+    hosts = [("host name", req.host)]
+    users = [("user name", req.user)] if req.user is not None else []
+    for key, value in req.options.items():
+        values = value if isinstance(value, list) else [value]
+        if key.lower() == "hostname":
+            hosts += [("HostName", v) for v in values]
+        elif key.lower() == "user":
+            users += [("User", v) for v in values]
+    for what, name in hosts:
+        if not valid_hostname(name):
+            raise MountError(errno.EINVAL, f"{what} '{name}'",
+                             "ssh refuses host names with quotes, spaces, control characters, "
+                             "a leading '-' or any of $`\\;&<>|(){},",
+                             "check the name: through %h in ProxyCommand or Match exec it "
+                             "would run as shell code")
+    for what, name in users:
+        if not valid_username(name):
+            raise MountError(errno.EINVAL, f"{what} '{name}'",
+                             "ssh refuses user names with quotes, control characters, a "
+                             "leading '-' or any of `;&<>|(){}",
+                             "check the name: through %r in ProxyCommand or Match exec it "
+                             "would run as shell code")
 
 
 def expand_tilde(path: str) -> str:
@@ -449,6 +510,7 @@ def resolve(req: ConnectRequest) -> ResolvedTarget:
     if not req.host:
         raise MountError(errno.EINVAL, "no host given", "the destination is empty",
                          "use [user@]host:[dir]")
+    check_command_line_names(req)
     r = _Resolver(req)
     r.command_line()
     r.read_all()

@@ -2,7 +2,8 @@
 
 On the controlling terminal (/dev/tty, never stdout, so scripts' pipes stay clean), or through
 SSH_ASKPASS when there is no terminal (or SSH_ASKPASS_REQUIRE says so). Nothing asked here is
-ever logged.
+ever logged. Every text shown is sanitised first: a server writes the keyboard-interactive
+prompts and instructions, and must not be able to drive the terminal with them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import subprocess
 import sys
 import termios
+
+from pysshfs.sanitize import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,7 @@ def ask(prompt: str, *, echo: bool = False, confirm: bool = False) -> str:
     """Ask once, the way ssh would here; raises NoWayToAsk when nothing can be asked.
 
     `confirm` marks a yes/no question (SSH_ASKPASS_PROMPT=confirm for askpass programs)."""
+    prompt = sanitize(prompt, multiline=True)
     mode = _askpass_mode()
     program = _askpass_program()
     if program and mode in ("force", "prefer"):
@@ -117,6 +121,7 @@ def can_ask() -> bool:
 
 def tell(text: str) -> None:
     """Show a line to the user on the terminal (stderr when there is none)."""
+    text = sanitize(text, multiline=True)
     fd = _open_tty()
     if fd is None:
         sys.stderr.write(text + "\n")

@@ -85,7 +85,8 @@ def test_fstab_line_mounted_with_mount_T(mounter: Mounter, opts: str, on_mount_p
     fstab = tmp_path / "fstab"
     fstab.write_text(
         "# a temporary fstab\n"
-        f"127.0.0.1:{root} {mnt} fuse.pysshfs _netdev,{opts},allow_other,noauto,"
+        f"127.0.0.1:{root} {mnt} fuse.pysshfs _netdev,{opts},allow_other,"
+        "default_permissions,noauto,"
         "x-systemd.automount,x-systemd.idle-timeout=10min,comment=pysshfs-test 0 0\n")
     mounted_by_mount8(mounter, root, mnt, ["-T", str(fstab), str(mnt)])
     assert "allow_other" in mount_options(mnt)[1]

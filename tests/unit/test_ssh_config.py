@@ -14,6 +14,8 @@ from pysshfs.ssh.config import (
     resolve,
     split_args,
     split_keyword,
+    valid_hostname,
+    valid_username,
 )
 from pysshfs.ssh.proxy import parse_jump
 from pysshfs.ssh.request import ConnectRequest
@@ -210,3 +212,38 @@ def test_devenv_entry_parses(tmp_path):
 ])
 def test_parse_jump(spec, expected):
     assert parse_jump(spec) == expected
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("example.com", True), ("fe80::1%eth0", True), ("host_1", True), ("bücher.de", True),
+    ("h$(touch /tmp/X)", False), ("h`id`", False), ("a;b", False), ("a b", False),
+    ("-oProxyCommand=x", False), ("a,b", False), ("a\\b", False), ("a|b", False),
+    ("a\nb", False), ("a\x7fb", False), ("a'b", False), ('a"b', False), ("a{b}", False),
+])
+def test_valid_hostname_as_openssh(name, ok):
+    assert valid_hostname(name) is ok
+
+
+@pytest.mark.parametrize("name,ok", [
+    ("alice", True), ("MACHINE$", True), ("a332139d/fairydirtenvd", True),
+    ("first last", True), ("dom\\user", True),
+    ("a$(touch x)", False), ("-oProxyCommand", False), ("a -x", False), ("a\\", False),
+    ("a`id`", False), ("a;b", False), ("a\x01", False), ("a|b", False),
+])
+def test_valid_username_as_openssh(name, ok):
+    assert valid_username(name) is ok
+
+
+def test_shell_in_command_line_names_refused_before_any_command_runs(tmp_path):
+    marker = tmp_path / "ran"
+    text = f"Host *\n ProxyCommand /bin/true %h %r\n Match exec \"touch {marker}\"\n"
+    for kw in ({"host": f"h$(touch {marker})"}, {"user": f"u$(touch {marker})"},
+               {"options": {"User": f"u`touch {marker}`"}},
+               {"options": {"HostName": f"h;touch {marker}"}}):
+        kw.setdefault("host", "h")
+        with pytest.raises(MountError) as info:
+            res(tmp_path, text, **kw)
+        assert "refuses" in str(info.value) and "\n" not in str(info.value)
+        assert not marker.exists()
+    # names from the configuration itself are the user's own: not checked
+    assert res(tmp_path, "Host h\n User odd;name\n").user == "odd;name"
