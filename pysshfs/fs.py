@@ -19,7 +19,7 @@ from typing import Any
 
 from pysshfs.cache import MetadataCache
 from pysshfs.fileio import OpenFile
-from pysshfs.fuselib import Operations, fuse_get_context
+from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
@@ -100,6 +100,10 @@ class SSHFS(Operations):
         self._fh_counter = itertools.count(1)
         self._dir_snapshots: dict[int, list[tuple[str, dict[str, Any] | None]]] = {}
         self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
+        # regular file -> (size, mtime) of the attributes the kernel last had from us: an
+        # open that finds others on the server drops the kernel's copies (close-to-open)
+        self._kernel_saw: dict[str, tuple[int, int]] = {}
+        self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
@@ -204,11 +208,15 @@ class SSHFS(Operations):
 
     def _stat_of(self, path: str, attrs: Attrs) -> dict[str, Any]:
         st = self._stat_dict(attrs)
-        if stat.S_ISREG(st["st_mode"]) and self._files:
-            for f in self._open_files_of(path):
-                if f.high_water > st["st_size"]:  # writes still on their way to the server
-                    st["st_size"] = f.high_water
-                    st["st_blocks"] = (f.high_water + 511) // 512
+        if stat.S_ISREG(st["st_mode"]):
+            if self._files:
+                for f in self._open_files_of(path):
+                    if f.high_water > st["st_size"]:  # writes still on their way
+                        st["st_size"] = f.high_water
+                        st["st_blocks"] = (f.high_water + 511) // 512
+            if len(self._kernel_saw) > 65536:
+                self._kernel_saw.clear()  # unknown then means "invalidate": still correct
+            self._kernel_saw[path] = (st["st_size"], st["st_mtime"])
         return st
 
     def _open_files_of(self, path: str) -> list[OpenFile]:
@@ -490,11 +498,32 @@ class SSHFS(Operations):
         return f
 
     def open(self, path: str, flags: int) -> int:
+        """Open, with close-to-open consistency: the file's attributes are read from the
+        server in the same round trip (an LSTAT queued right behind the OPEN; FSTAT would
+        need the handle, a round trip later) and refresh our cache; when its size or
+        mtime differ from what the kernel was told, the kernel's attributes and pages go."""
         remote = self.session.remote_path(path)
-        handle = self.session.open(remote, _sftp_open_flags(flags))
+        handle = self.session.open(remote, _sftp_open_flags(flags), read_back=True,
+                                   follow=self.follow_symlinks)
         if flags & os.O_TRUNC:
             self.cache.changed(path)
+        elif handle.attrs_at_open is not None:
+            self._check_on_open(path, handle.attrs_at_open)
         return self._register(path, handle, flags)
+
+    def _check_on_open(self, path: str, fresh: Attrs) -> None:
+        if fresh.mode is not None and not stat.S_ISREG(fresh.mode):
+            return
+        self.cache.learned_attrs(path, fresh)
+        saw = self._kernel_saw.get(path)
+        try:
+            st = self._stat_of(path, fresh)  # what the kernel is told from now on
+        except OSError:  # idmap nomap=error: the open works, its stat does not
+            return
+        if saw != (st["st_size"], st["st_mtime"]):
+            # Changed on the server since the kernel looked (or we do not know what it
+            # holds): its size would cut reads short, its pages (kernel_cache) are stale.
+            self.kernel.invalidate(path)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
@@ -557,11 +586,13 @@ class SSHFS(Operations):
         if conn is not None and max_read and hasattr(conn, "max_read"):
             # libfuse 3 refuses the mount unless init() repeats the -o max_read value.
             conn.max_read = int(max_read)
+        self.kernel.attach()
         if self.on_mounted is not None:
             self.on_mounted()
 
     def destroy(self, path: str) -> None:
         """Unmounting: every write still pending reaches the server before we exit."""
+        self.kernel.detach()
         with self._files_lock:
             files = list(self._files.values())
             self._files.clear()

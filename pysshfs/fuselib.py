@@ -129,3 +129,52 @@ class FUSE(mfusepy.FUSE):
                       st if attrs is not None else None, position + 1, fill) != 0:
                 break
         return 0
+
+
+class KernelCache:
+    """The kernel's copies of attributes and file pages, dropped by path when we learn
+    they are stale (fuse_invalidate_path: libfuse >= 3.1, the high-level face of
+    fuse_lowlevel_notify_inval_inode).
+
+    The `struct fuse` pointer is only known inside a FUSE callback: `attach` takes it in
+    init, `detach` forgets it in destroy, before libfuse frees it; the lock keeps an
+    invalidation from running into that. Without libfuse 3 this does nothing (the
+    kernel's copies then live out attr_timeout).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fuse: int | None = None
+        self._invalidate_path: Any = None
+        fn = getattr(mfusepy._libfuse, "fuse_invalidate_path", None) \
+            if FUSE_MAJOR >= 3 else None
+        if fn is not None:
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            fn.restype = ctypes.c_int
+            self._invalidate_path = fn
+
+    @property
+    def available(self) -> bool:
+        return self._invalidate_path is not None and self._fuse is not None
+
+    def attach(self) -> None:
+        """Called from a FUSE callback (init): remember which `struct fuse` we serve."""
+        if self._invalidate_path is None:
+            return
+        ctx = mfusepy._libfuse.fuse_get_context()
+        if ctx:
+            with self._lock:
+                self._fuse = ctx.contents.fuse
+
+    def detach(self) -> None:
+        with self._lock:
+            self._fuse = None
+
+    def invalidate(self, path: str) -> bool:
+        """Drop the kernel's attributes and cached pages of `path` (the next stat asks
+        us, the next read goes to us); False if the kernel held nothing or cannot."""
+        with self._lock:
+            if self._fuse is None or self._invalidate_path is None:
+                return False
+            result = self._invalidate_path(self._fuse, path.encode("utf-8", "surrogateescape"))
+        return result == 0

@@ -279,16 +279,17 @@ class Session:
 
     # --- files --------------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
-             read_back: bool = False) -> RemoteFile:
+             read_back: bool = False, follow: bool = False) -> RemoteFile:
         """Open `path`; with `read_back`, its attributes after opening come in the same
-        round trip (RemoteFile.attrs_at_open)."""
+        round trip (RemoteFile.attrs_at_open; `follow`: through a final symlink)."""
         deadline = self._deadline()
         while True:
             client = self._client(deadline)
             generation = self.generation
             try:
                 if read_back:
-                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs)
+                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs,
+                                                              follow=follow)
                 else:
                     handle, attrs_now = client.open(path, pflags, attrs), None
                 return RemoteFile(path, pflags, handle, generation, attrs_at_open=attrs_now)

@@ -663,11 +663,13 @@ class SFTPClient:
         return self._read_back(after, timeout)
 
     def open_and_lstat(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
+                       follow: bool = False,
                        timeout: float | None = None) -> tuple[bytes, Attrs | None]:
         """open() with the new file's attributes read back in the same round trip (see
-        setstat_and_lstat): creating a file then costs one round trip, not two."""
+        setstat_and_lstat): creating a file then costs one round trip, not two.
+        `follow`: STAT instead of LSTAT."""
         opening = self._open_async(path, pflags, attrs)
-        after = self.lstat_async(path)
+        after = self.stat_async(path) if follow else self.lstat_async(path)
         return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
 
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,

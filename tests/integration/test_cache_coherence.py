@@ -156,3 +156,32 @@ def test_a_rename_between_directories_moves_both_mtimes(mounter: Mounter) -> Non
         server_mtime = int(os.stat(m.root / name).st_mtime)
         assert server_mtime != OLD
         assert int(os.stat(m.mnt / name).st_mtime) == server_mtime
+
+
+# --- close-to-open: an open checks the file against the server -----------------------------
+@pytest.mark.parametrize("extra", [[], ["-o", "kernel_cache"]], ids=["default", "kernel_cache"])
+def test_an_open_sees_what_the_server_holds(mounter: Mounter, extra: list[str]) -> None:
+    """Read, change the file on the server, open again: the server's bytes, long before
+    the caches' TTL (also with kernel_cache, which keeps pages across opens)."""
+    m = mounter(["-o", "cache_timeout=600", *extra])
+    served = m.root / "f"
+    served.write_bytes(b"first")
+    assert (m.mnt / "f").read_bytes() == b"first"
+    assert os.stat(m.mnt / "f").st_size == 5
+
+    with open(served, "ab") as f:  # grows: the kernel's size would cut the read short
+        f.write(b"+appended")
+    assert (m.mnt / "f").read_bytes() == b"first+appended"
+    assert os.stat(m.mnt / "f").st_size == len(b"first+appended")
+
+    # The same size, other bytes, another mtime: only the mtime tells.
+    before = os.stat(served)
+    served.write_bytes(b"FIRST+APPENDED")
+    os.utime(served, (before.st_atime, before.st_mtime + 100))
+    assert (m.mnt / "f").read_bytes() == b"FIRST+APPENDED"
+    assert int(os.stat(m.mnt / "f").st_mtime) == int(before.st_mtime + 100)
+
+    # Shrinks: no stale tail.
+    served.write_bytes(b"short")
+    assert (m.mnt / "f").read_bytes() == b"short"
+
