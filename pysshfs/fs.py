@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysshfs.cache import MetadataCache
+from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
@@ -30,6 +30,7 @@ from pysshfs.sftp.codec import (
     SSH_FXF_WRITE,
     Attrs,
 )
+from pysshfs.stats import ratio
 from pysshfs.symlinks import SymlinkPolicy
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class SSHFS(Operations):
         # regular file -> (size, mtime) of the attributes the kernel last had from us: an
         # open that finds others on the server drops the kernel's copies (close-to-open)
         self._kernel_saw: dict[str, tuple[int, int]] = {}
+        self._told_missing: dict[str, None] = {}  # names the kernel may hold as negative
         self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
@@ -204,7 +206,14 @@ class SSHFS(Operations):
         }
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        return self._stat_of(path, self._lookup(path))
+        try:
+            return self._stat_of(path, self._lookup(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:  # a negative entry in the kernel, for refresh
+                if len(self._told_missing) > 65536:
+                    self._told_missing.clear()
+                self._told_missing[path] = None
+            raise
 
     def _stat_of(self, path: str, attrs: Attrs) -> dict[str, Any]:
         st = self._stat_dict(attrs)
@@ -569,6 +578,77 @@ class SSHFS(Operations):
             if f.wrote:
                 self.cache.changed(f.path)
         return 0
+
+    # --- observing and steering the caches (pysshfs status / refresh) --------------------
+    def status(self) -> dict[str, Any]:
+        """What `pysshfs status` shows of this mount (the daemon adds who and where)."""
+        with self._files_lock:
+            files = list(self._files.values())
+        state, why = self.session.state()
+        stats = self.session.stats
+        traffic, link = stats.traffic, stats.link
+        counts = self.cache.counters.snapshot()
+        return {
+            "remote_dir": self.session.root.decode("utf-8", "surrogateescape"),
+            "state": state,
+            "error": why,
+            "state_since": link.lost_at if state == "reconnecting" else link.connected_at,
+            "rtt_ms": None if traffic.rtt is None else round(traffic.rtt * 1000, 3),
+            "rtt_min_ms": None if traffic.rtt_min is None else round(traffic.rtt_min * 1000, 3),
+            "reconnects": link.reconnects,
+            "requests_sent": traffic.requests,
+            "replies_received": traffic.replies,
+            "bytes_sent": traffic.bytes_sent,
+            "bytes_received": traffic.bytes_received,
+            "cache": {
+                **counts,
+                "attr_hit_ratio": ratio(counts["attr_hits"], counts["attr_misses"]),
+                "listing_hit_ratio": ratio(counts["listing_hits"], counts["listing_misses"]),
+                "link_hit_ratio": ratio(counts["link_hits"], counts["link_misses"]),
+            },
+            "open_files": len(files),
+            "unacked_write_bytes": sum(f.unacknowledged for f in files),
+            "kernel_invalidation": self.kernel.available,
+        }
+
+    def refresh(self, paths: list[str], mountpoint: str | None = None) -> int:
+        """`pysshfs refresh`: forget what we and the kernel hold for each of `paths` and
+        everything below it, so the next access asks the server. Runs on the control
+        thread, never in a FUSE callback (it may stat through the mount to find the
+        kernel's node ids). The number of paths whose attributes were dropped."""
+        dropped = 0
+        for path in paths:
+            def under(p: str, top: str = path) -> bool:
+                return top == "/" or p == top or p.startswith(top.rstrip("/") + "/")
+
+            held = set(self.cache.forget(path))
+            held.update(p for p in list(self._kernel_saw) if under(p))
+            for p in held:
+                self._kernel_saw.pop(p, None)
+            for d in [d for d in list(self._told_kernel) if under(d)]:
+                self._told_kernel.pop(d, None)
+            names = [p for p in list(self._told_missing) if under(p)]
+            for p in names:
+                self._told_missing.pop(p, None)
+            held.add(path)
+            for p in sorted(held):
+                self.kernel.invalidate(p)
+            if path != "/":
+                names.append(path)  # it may have come, gone or been replaced
+            if mountpoint is not None:
+                for p in names:
+                    self._forget_kernel_entry(mountpoint, p)
+            dropped += len(held)
+        return dropped
+
+    def _forget_kernel_entry(self, mountpoint: str, path: str) -> None:
+        parent = parent_of(path)
+        try:
+            # libfuse's node id is the inode number it reports (no -o use_ino)
+            parent_ino = os.lstat(mountpoint + ("" if parent == "/" else parent)).st_ino
+        except OSError:
+            return  # the directory is gone too: the kernel finds out by itself
+        self.kernel.forget_entry(parent_ino, path.rsplit("/", 1)[1])
 
     # --- the file system ----------------------------------------------------------------
     def statfs(self, path: str) -> dict[str, int]:

@@ -152,6 +152,18 @@ class KernelCache:
             fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
             fn.restype = ctypes.c_int
             self._invalidate_path = fn
+        self._inval_entry: Any = None
+        self._get_session: Any = None
+        lib = mfusepy._libfuse
+        if fn is not None and hasattr(lib, "fuse_get_session") and \
+                hasattr(lib, "fuse_lowlevel_notify_inval_entry"):
+            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+            lib.fuse_get_session.restype = ctypes.c_void_p
+            entry = lib.fuse_lowlevel_notify_inval_entry
+            entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                              ctypes.c_size_t]
+            entry.restype = ctypes.c_int
+            self._get_session, self._inval_entry = lib.fuse_get_session, entry
 
     @property
     def available(self) -> bool:
@@ -169,6 +181,18 @@ class KernelCache:
     def detach(self) -> None:
         with self._lock:
             self._fuse = None
+
+    def forget_entry(self, parent_ino: int, name: str) -> bool:
+        """Drop the kernel's dentry (a negative one too) for `name` in the directory
+        whose node id is `parent_ino`, so the next access looks it up again. Never from
+        a FUSE callback on that directory: the kernel may hold its lock (libfuse docs)."""
+        with self._lock:
+            if self._fuse is None or self._inval_entry is None:
+                return False
+            raw = name.encode("utf-8", "surrogateescape")
+            session = self._get_session(self._fuse)
+            result = self._inval_entry(session, parent_ino, raw, len(raw))
+        return result == 0
 
     def invalidate(self, path: str) -> bool:
         """Drop the kernel's attributes and cached pages of `path` (the next stat asks

@@ -87,6 +87,7 @@ from pysshfs.sftp.errors import (
     refined_error,
     status_error,
 )
+from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,10 @@ def _expect_limits(ptype: int, r: Reader, req: _Request) -> tuple[int, int, int,
 class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
-    def __init__(self, stream: Stream, *, name: str = "sftp") -> None:
+    def __init__(self, stream: Stream, *, name: str = "sftp",
+                 traffic: Traffic | None = None) -> None:
         self.name = name
+        self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
         self.version = 0
         self.extensions: dict[str, bytes] = {}
         self.max_read = DEFAULT_MAX_READ
@@ -476,6 +479,7 @@ class SFTPClient:
             log.warning("%s: reply %s to unknown request %d ignored", self.name,
                         PACKET_NAMES.get(ptype, ptype), request_id)
             return
+        self.traffic.replied(len(packet) + 4, req.op, req.started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
                       len(packet), (time.monotonic() - req.started) * 1000)
@@ -495,7 +499,7 @@ class SFTPClient:
         future: Future = Future()
         future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
-        req = _Request(future, parse, op, path, time.monotonic() if debug else 0.0)
+        req = _Request(future, parse, op, path, time.monotonic())
         with self._lock:
             if self.closed:
                 raise _lost_error(self.name, self._close_reason)
@@ -503,6 +507,7 @@ class SFTPClient:
             while request_id in self._pending or request_id == 0:
                 request_id = next(self._ids) & 0xFFFFFFFF
             self._pending[request_id] = req
+            self.traffic.requests += 1
         packet = build_packet(ptype, request_id, parts)
         if debug:
             what = detail if detail is not None else path_str(path) or ""
@@ -510,6 +515,7 @@ class SFTPClient:
         try:
             with self._send_lock:
                 self._stream.sendall(packet)
+                self.traffic.bytes_sent += len(packet)
         except Exception as exc:  # noqa: BLE001 - any failure to send loses the session
             self._shutdown(exc)
             raise _lost_error(self.name, exc) from None
