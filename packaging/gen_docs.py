@@ -296,7 +296,8 @@ _pysshfs()
         fi
         cands=("${cands[@]/#/$user}")
         cands=("${cands[@]/%/:}")
-        [[ -n $user ]] || mapfile -t -O "${#cands[@]}" cands < <(compgen -W 'status refresh' -- "$cur")
+        [[ -n $user ]] ||
+            mapfile -t -O "${#cands[@]}" cands < <(compgen -W 'status refresh' -- "$cur")
         compopt -o nospace 2>/dev/null
         _pysshfs_reply "$cur" "$word" "${cands[@]}"
     elif ((positionals == 1)); then

@@ -64,7 +64,8 @@ def format_status(m: dict[str, Any], now: float | None = None) -> str:
         f"{rtt:.1f} ms (best {m.get('rtt_min_ms') or 0:.1f} ms)"
     open_files = m.get("open_files", 0)
     rows = [
-        ("server", f"{m.get('server')}:{m.get('remote_dir')}"),
+        ("server", f"{m.get('server')}"),
+        ("remote dir", f"{m.get('remote_dir')}"),
         ("state", _state_line(m, now)),
         ("round trip", rtt_text),
         ("reconnects", f"{m.get('reconnects', 0)}"),

@@ -109,7 +109,8 @@ def test_status_text_reads_at_a_glance() -> None:
     lines = text.splitlines()
     assert lines[0] == "/home/a/srv (a@host:/srv)"
     rows = {line[2:14].strip(): line[14:] for line in lines[1:]}
-    assert rows["server"] == "a@host:22:/srv"
+    assert rows["server"] == "a@host:22"
+    assert rows["remote dir"] == "/srv"
     assert rows["state"].startswith("RECONNECTING since ")
     assert rows["state"].endswith("(10s): Connection refused")
     assert rows["round trip"] == "12.3 ms (best 9.0 ms)"
