@@ -226,6 +226,8 @@ class ControlServer:
     def start(self) -> bool:
         """Listen; False (logged) when no private directory or short enough path exists:
         the mount works without status and refresh then."""
+        if self._closed.is_set():  # unmounted before it was confirmed mounted
+            return False
         name = socket_name(self.mountpoint)
         for d in runtime_dirs(self.uid):
             path = d / name
@@ -238,6 +240,10 @@ class ControlServer:
                 log.warning("control socket %s: %s", path, exc)
                 continue
             self.path = path
+            if self._closed.is_set():  # close() ran meanwhile and missed the new socket
+                self._closed.clear()
+                self.close()
+                return False
             threading.Thread(target=self._accept_loop, name="pysshfs-control",
                              daemon=True).start()
             log.debug("control socket %s", path)

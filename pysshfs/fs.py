@@ -633,13 +633,23 @@ class SSHFS(Operations):
             held.add(path)
             for p in sorted(held):
                 self.kernel.invalidate(p)
-            if path != "/":
-                names.append(path)  # it may have come, gone or been replaced
+            if path != "/" and not self._is_directory_in_kernel(mountpoint, path):
+                # a file may have come, gone or been replaced by another (a directory's
+                # dentry stays: expiring it breaks the working directory of whoever is in
+                # it, measured; its attributes, dropped above, tell if it went)
+                names.append(path)
             if mountpoint is not None:
                 for p in names:
                     self._forget_kernel_entry(mountpoint, p)
             dropped += len(held)
         return dropped
+
+    @staticmethod
+    def _is_directory_in_kernel(mountpoint: str | None, path: str) -> bool:
+        try:
+            return mountpoint is not None and stat.S_ISDIR(os.lstat(mountpoint + path).st_mode)
+        except OSError:
+            return False
 
     def _forget_kernel_entry(self, mountpoint: str, path: str) -> None:
         parent = parent_of(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import threading
 from typing import Any
@@ -29,6 +30,8 @@ def _choose_library() -> None:
             os.environ["FUSE_LIBRARY_PATH"] = path
             return
 
+
+log = logging.getLogger(__name__)
 
 _choose_library()
 
@@ -153,6 +156,7 @@ class KernelCache:
             fn.restype = ctypes.c_int
             self._invalidate_path = fn
         self._inval_entry: Any = None
+        self._expire_entry: Any = None
         self._get_session: Any = None
         lib = mfusepy._libfuse
         if fn is not None and hasattr(lib, "fuse_get_session") and \
@@ -164,6 +168,12 @@ class KernelCache:
                               ctypes.c_size_t]
             entry.restype = ctypes.c_int
             self._get_session, self._inval_entry = lib.fuse_get_session, entry
+            expire = getattr(lib, "fuse_lowlevel_notify_expire_entry", None)  # >= 3.12
+            if expire is not None:
+                expire.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                                   ctypes.c_size_t]
+                expire.restype = ctypes.c_int
+            self._expire_entry = expire
 
     @property
     def available(self) -> bool:
@@ -183,15 +193,22 @@ class KernelCache:
             self._fuse = None
 
     def forget_entry(self, parent_ino: int, name: str) -> bool:
-        """Drop the kernel's dentry (a negative one too) for `name` in the directory
-        whose node id is `parent_ino`, so the next access looks it up again. Never from
-        a FUSE callback on that directory: the kernel may hold its lock (libfuse docs)."""
+        """Make the kernel look `name` up again in the directory whose node id is
+        `parent_ino` (its dentry, a negative one too, expires). Expiring (libfuse 3.12,
+        Linux 6.2) rather than invalidating keeps a directory that is some process's
+        working directory reachable; older kernels get the invalidation. Never from a
+        FUSE callback on that directory: the kernel may hold its lock (libfuse docs)."""
         with self._lock:
             if self._fuse is None or self._inval_entry is None:
                 return False
             raw = name.encode("utf-8", "surrogateescape")
             session = self._get_session(self._fuse)
-            result = self._inval_entry(session, parent_ino, raw, len(raw))
+            result = -errno.ENOSYS
+            if self._expire_entry is not None:
+                result = self._expire_entry(session, parent_ino, raw, len(raw))
+            if result == -errno.ENOSYS:
+                result = self._inval_entry(session, parent_ino, raw, len(raw))
+        log.debug("kernel entry %r in node %d forgotten: %d", name, parent_ino, result)
         return result == 0
 
     def invalidate(self, path: str) -> bool:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,17 @@ def test_refresh_shows_server_changes_before_the_ttl(runtime_dir: Path,
                        capture_output=True, text=True, timeout=30)  # (now inside the mount)
     assert r.returncode == 0, r.stderr
     assert not os.path.exists(m.mnt / "g")
+
+    # A shell sitting in a refreshed directory stays there.
+    probe = ("import os, subprocess, sys\n"
+             "os.chdir(sys.argv[1])\n"
+             "subprocess.run(sys.argv[2:], check=True)\n"
+             "print(os.getcwd(), sorted(os.listdir('.')))\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(m.mnt / "d"), *_cmd(), "refresh",
+                        str(m.mnt), str(m.mnt / "d")], env=_env(m), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{m.mnt / 'd'} ['f', 'later']\n"
 
 
 def _cmd() -> list[str]:
