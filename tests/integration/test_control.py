@@ -92,8 +92,8 @@ def test_status_after_some_io(runtime_dir: Path, mounter: Mounter) -> None:
     assert r.returncode == 0, r.stderr
     text = r.stdout
     assert text.startswith(f"{m.mnt} (testhost:{m.root})\n")
-    for label in ("server", "remote dir", "state", "round trip", "reconnects", "requests", "traffic",
-                  "cache hits", "open files", "daemon"):
+    for label in ("server", "remote dir", "state", "round trip", "reconnects", "requests",
+                  "traffic", "cache hits", "open files", "daemon"):
         assert f"\n  {label} " in text, label
     assert "connected since" in text
     assert f"pid {m.pid}" in text
