@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 
 from pysshfs import control
+from tests.support.faultproxy import FaultProxy
 from tests.support.mount import Mount, Mounter, run_pysshfs, wait_for
+from tests.support.sshd import Sshd
 from tests.support.system import LocalUser
 
 
@@ -284,30 +287,36 @@ def test_an_unchanged_file_is_not_read_again_with_kernel_cache(runtime_dir: Path
     assert status_json(m)[0]["bytes_received"] - after > len(data)
 
 
-def test_status_sees_a_reconnect(runtime_dir: Path, mounter: Mounter) -> None:
-    """reconnects counts; the state comes back to connected."""
-    m = mounter()
-    [s] = status_json(m)
-    assert s["reconnects"] == 0
-    # Kill the sshd child serving this mount (the daemon's only connection): a reconnect.
-    server = _sshd_session_of(m)
-    os.kill(server, 9)
-    assert wait_for(lambda: (m.mnt / ".").exists() and status_json(m)[0]["reconnects"] == 1,
-                    30)
-    assert status_json(m)[0]["state"] == "connected"
+def test_status_follows_a_reconnect(runtime_dir: Path, mounter: Mounter, sshd: Sshd,
+                                    tmp_path: Path) -> None:
+    """While the link is down status says reconnecting, since when and why; then
+    connected again, one reconnect counted."""
+    proxy = FaultProxy(sshd.port)
+    try:
+        known_hosts = tmp_path / "known_hosts_proxy"
+        kind, key = sshd.host_key.with_suffix(".pub").read_text().split()[:2]
+        known_hosts.write_text(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
+        m = mounter(["-o", f"Port={proxy.port}", "-o", f"UserKnownHostsFile={known_hosts}"])
+        assert status_json(m)[0]["reconnects"] == 0
+        proxy.refuse(600)
+        cut_at = time.time()
+        assert proxy.cut() >= 1
 
+        def down() -> dict[str, Any] | None:
+            s = status_json(m)[0]
+            return s if s["state"] == "reconnecting" and s["error"] else None
 
-def _sshd_session_of(m: Mount) -> int:
-    """The sshd process whose peer is the daemon's TCP connection."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,
-                         text=True, check=True).stdout
-    ours: list[str] = []
-    for line in out.splitlines():
-        if f"pid={m.pid}," in line:
-            ours.append(line.split()[2])  # local address:port of the daemon's socket
-    assert ours, f"no TCP connection of pid {m.pid}"
-    for line in out.splitlines():
-        cols = line.split()
-        if cols[3] in ours and "sshd" in line:
-            return int(line.split("pid=")[1].split(",")[0])
-    raise AssertionError("the sshd serving the mount was not found")
+        assert wait_for(down, 30), status_json(m)
+        s = status_json(m)[0]
+        assert cut_at - 1 <= s["state_since"] <= time.time()
+        assert "RECONNECTING since" in pysshfs(m, "status").stdout
+        proxy.refuse(0)
+        assert wait_for(lambda: status_json(m)[0]["state"] == "connected", 60)
+        s = status_json(m)[0]
+        assert s["reconnects"] == 1 and s["error"] is None
+        (m.root / "after").write_bytes(b"back")
+        assert (m.mnt / "after").read_bytes() == b"back"
+    finally:
+        proxy.refuse(0)
+        mounter.cleanup()
+        proxy.close()
