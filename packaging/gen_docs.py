@@ -69,6 +69,12 @@ def render() -> str:
         ".br",
         ".B fusermount3 \\-u",
         "\\fImountpoint\\fP",
+        ".br",
+        ".B pysshfs status",
+        "[\\fImountpoint\\fP] [\\-\\-json]",
+        ".br",
+        ".B pysshfs refresh",
+        "\\fImountpoint\\fP [\\fIpath\\fP...]",
         ".SH DESCRIPTION",
         "pysshfs mounts a directory of any SSH server, like sshfs: it speaks SFTP over one "
         "SSH connection, reads ~/.ssh/config like ssh, verifies host keys like ssh, caches "
@@ -150,6 +156,31 @@ def render() -> str:
         "no_contain_symlinks shows every target as it is; follow_symlinks shows what links "
         "point to, as the server sees it.",
     )
+    out += _section(
+        "CACHES AND CONSISTENCY",
+        "Attributes, directory listings, symlink targets and missing names are cached for "
+        "cache_timeout (20 s), half of it in the kernel (entry_timeout, attr_timeout, "
+        "negative_timeout) and half in pysshfs, so no answer is older than the timeout. "
+        "Changes made through the mount show at once, a directory's times included. "
+        "Opening a file checks its size and mtime against the server in the same round "
+        "trip as the open (close-to-open, as NFS); when they changed, the kernel's cached "
+        "attributes and pages of the file are dropped, also with kernel_cache. SFTP times "
+        "are whole seconds: a rewrite of the same size within the same second is not seen.",
+    )
+    out += _section(
+        "STATUS AND REFRESH",
+        "pysshfs status shows each pysshfs mount of the calling user (or the one named): "
+        "server and remote directory, connection state, round-trip time, reconnects, "
+        "requests and bytes each way, cache hit ratios, open files and unacknowledged "
+        "writes; --json prints the same as a JSON list for scripts.",
+        "pysshfs refresh drops what the mount cached about each path and everything below "
+        "it (the whole mount without a path), in pysshfs and in the kernel, so the next "
+        "access asks the server; it exits 0 when done.",
+        "Both talk to the mount over a unix socket only its user and root may use (mode "
+        "0600, peer credentials checked), in $XDG_RUNTIME_DIR/pysshfs, /run/pysshfs for "
+        "root, else /run/user/UID/pysshfs or /tmp/pysshfs-UID; it goes at unmount.",
+    )
+    out += _example("$ pysshfs refresh ~/srv ~/srv/build", "$ pysshfs status --json")
     out += [
         ".SH FILES",
         ".TP", "\\fB/etc/fuse.conf\\fP", "user_allow_other lets users use allow_other",
@@ -230,6 +261,19 @@ _pysshfs()
         _pysshfs_reply "$cur" "$word" "${cands[@]}"
         return
     fi
+    # pysshfs status [MOUNTPOINT] [--json], pysshfs refresh MOUNTPOINT [PATH...]
+    local -a sub
+    read -r -a sub <<< "$before"
+    if [[ ${sub[1]} == status || ${sub[1]} == refresh ]]; then
+        if [[ ${sub[1]} == status && $cur == -* ]]; then
+            mapfile -t cands < <(compgen -W '--json --help' -- "$cur")
+        else
+            mapfile -t cands < <(compgen -f -- "$cur")
+            compopt -o filenames 2>/dev/null
+        fi
+        _pysshfs_reply "$cur" "$word" "${cands[@]}"
+        return
+    fi
     case $prev in
         -p) return ;;
         -F) mapfile -t cands < <(compgen -f -- "$cur")
@@ -267,6 +311,8 @@ _pysshfs()
         fi
         cands=("${cands[@]/#/$user}")
         cands=("${cands[@]/%/:}")
+        [[ -n $user ]] ||
+            mapfile -t -O "${#cands[@]}" cands < <(compgen -W 'status refresh' -- "$cur")
         compopt -o nospace 2>/dev/null
         _pysshfs_reply "$cur" "$word" "${cands[@]}"
     elif ((positionals == 1)); then

@@ -12,7 +12,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
 from cachetools import TTLCache
@@ -125,6 +125,23 @@ class _Slot(Generic[T]):
             self.cache.clear()
 
 
+@dataclass
+class CacheCounters:
+    """Lookups answered from the cache (hits) or not (misses), for `pysshfs status`.
+    Counted under the cache's lock, so exact."""
+
+    attr_hits: int = 0
+    attr_misses: int = 0
+    negative_hits: int = 0
+    listing_hits: int = 0
+    listing_misses: int = 0
+    link_hits: int = 0
+    link_misses: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
 class MetadataCache:
     """What we know about remote paths, and for how long we may believe it."""
 
@@ -142,20 +159,32 @@ class MetadataCache:
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size,
                                           _link_weight, LINKS_BYTES)
         self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
+        self.counters = CacheCounters()
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
         with self._lock:
-            return self._attrs.get(path)
+            found = self._attrs.get(path)
+            if found is None:
+                self.counters.attr_misses += 1
+            else:
+                self.counters.attr_hits += 1
+            return found
 
     def is_missing(self, path: str) -> bool:
         with self._lock:
-            return bool(self._negative.get(path))
+            missing = bool(self._negative.get(path))
+            self.counters.negative_hits += missing
+            return missing
 
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
             cached = self._dirs.get(path)
-            return None if cached is None else list(cached[1].items())
+            if cached is None:
+                self.counters.listing_misses += 1
+                return None
+            self.counters.listing_hits += 1
+            return list(cached[1].items())
 
     def absent(self, path: str) -> bool:
         """`path` is known not to exist from a recent listing of its directory (no
@@ -169,11 +198,21 @@ class MetadataCache:
         if cached is None:
             return False
         read_at, names = cached
-        return name not in names and time.monotonic() - read_at <= self.config.negative_ttl
+        known_absent = name not in names and \
+            time.monotonic() - read_at <= self.config.negative_ttl
+        if known_absent:
+            with self._lock:
+                self.counters.negative_hits += 1
+        return known_absent
 
     def link(self, path: str) -> bytes | None:
         with self._lock:
-            return self._links.get(path)
+            target = self._links.get(path)
+            if target is None:
+                self.counters.link_misses += 1
+            else:
+                self.counters.link_hits += 1
+            return target
 
     # --- what we learned from the server -----------------------------------------------
     def learned_attrs(self, path: str, attrs: Attrs) -> None:
@@ -211,10 +250,13 @@ class MetadataCache:
     def changed(self, path: str) -> None:
         """The object's attributes changed (write, chmod, chown, utimens, truncate)."""
         with self._lock:
-            before = self._attrs.get(path)
-            self._attrs.drop(path)
-            if before is not None:
-                self._before_change.put(path, before)
+            self._changed_locked(path)
+
+    def _changed_locked(self, path: str) -> None:
+        before = self._attrs.get(path)
+        self._attrs.drop(path)
+        if before is not None:
+            self._before_change.put(path, before)
 
     def attrs_before_change(self, path: str) -> Attrs | None:
         """The attributes as they were before the last change through the mount (stale:
@@ -244,6 +286,7 @@ class MetadataCache:
             self._negative.drop(path)
             self._links.drop(path)
             self._edit_listing(path, mode)
+            self._changed_locked(parent_of(path))  # a new entry: its mtime and ctime moved
             if stat.S_ISDIR(mode):  # we just made it: nothing is in it
                 self._dirs.put(path, (time.monotonic(), {}))
 
@@ -255,6 +298,7 @@ class MetadataCache:
             self._links.drop(path)
             self._dirs.drop(path)
             self._edit_listing(path, None)
+            self._changed_locked(parent_of(path))
             self._negative.put(path, True)
 
     def unsure(self, path: str) -> None:
@@ -264,6 +308,7 @@ class MetadataCache:
                          self._before_change):
                 slot.drop(path)
             self._dirs.drop(parent_of(path))
+            self._changed_locked(parent_of(path))
 
     def renamed(self, old: str, new: str) -> None:
         """Both sides of a rename, and everything below a renamed directory."""
@@ -274,9 +319,32 @@ class MetadataCache:
                 slot.drop(new)
                 slot.drop_under(old)
                 slot.drop_under(new)
-            self._dirs.drop(parent_of(old))
-            self._dirs.drop(parent_of(new))
+            for parent in {parent_of(old), parent_of(new)}:
+                self._dirs.drop(parent)
+                self._changed_locked(parent)
             self._negative.put(old, True)
+
+    def forget(self, path: str) -> list[str]:
+        """`pysshfs refresh PATH`: drop all we know of `path` and everything below it, so
+        the next access asks the server; the paths we held attributes for (what the
+        kernel may hold too)."""
+        with self._lock:
+            held = [key for key in self._attr_keys()
+                    if key == path or path == "/" or key.startswith(path.rstrip("/") + "/")]
+            for slot in (self._attrs, self._links, self._dirs, self._negative,
+                         self._before_change):
+                if path == "/":
+                    slot.clear()
+                else:
+                    slot.drop(path)
+                    slot.drop_under(path)
+            if path != "/":
+                self._dirs.drop(parent_of(path))  # the name itself may have come or gone
+        return held
+
+    def _attr_keys(self) -> list[str]:
+        cache = self._attrs.cache
+        return [] if cache is None else list(cache.keys())
 
     def clear(self) -> None:
         """Forget everything (e.g. after a reconnect the caches are stale)."""

@@ -17,6 +17,10 @@ from pysshfs.errors import MountError
 from pysshfs.ssh.request import ConnectRequest
 
 USAGE = "usage: pysshfs [user@]host:[dir] mountpoint [options]"
+STATUS_USAGE = "usage: pysshfs status [MOUNTPOINT] [--json]"
+REFRESH_USAGE = "usage: pysshfs refresh MOUNTPOINT [PATH...]"
+# Subcommands: a remote source always has a ':', so these words never are one.
+SUBCOMMANDS = ("status", "refresh")
 
 
 @dataclass
@@ -232,7 +236,7 @@ def check_mountpoint(path: str) -> str:
 
 def _print_help() -> None:
     sys.stdout.write(
-        f"{USAGE}\n\n"
+        f"{USAGE}\n       {STATUS_USAGE[7:]}\n       {REFRESH_USAGE[7:]}\n\n"
         "Mount a directory of an SSH server, like sshfs.\n\n"
         "general options:\n"
         "    -o opt[=val][,opt...]  mount options (below)\n"
@@ -260,9 +264,119 @@ def _print_version() -> None:
         sys.stdout.write(f"libfuse: not available ({exc})\n")
 
 
+# --- pysshfs status / pysshfs refresh ------------------------------------------------------
+def _control_socket(mountpoint: str) -> Any:
+    """The control socket of the pysshfs mount on `mountpoint`, or a MountError."""
+    from pysshfs import control
+
+    path = control.socket_for(mountpoint)
+    if path is None:
+        raise MountError(errno.ENOENT, f"'{mountpoint}'", "not a pysshfs mount of yours",
+                         "pysshfs status lists them")
+    return path
+
+
+def _ask(path: Any, request: dict[str, Any], mountpoint: str) -> dict[str, Any]:
+    """One control request; what went wrong as a MountError."""
+    from pysshfs import control
+
+    try:
+        return control.query(path, request)
+    except control.ControlError as exc:
+        raise MountError(errno.EIO, f"'{mountpoint}'", str(exc)) from None
+    except (ConnectionRefusedError, FileNotFoundError):
+        raise MountError(errno.ESRCH, f"'{mountpoint}'", "its pysshfs process is gone",
+                         f"unmount it: fusermount3 -u {mountpoint}") from None
+    except TimeoutError:
+        raise MountError(errno.ETIMEDOUT, f"'{mountpoint}'", "pysshfs does not answer",
+                         "it may be stuck; run it with -d to see why") from None
+    except OSError as exc:
+        raise MountError(exc.errno or errno.EIO, f"'{mountpoint}'",
+                         f"cannot reach its pysshfs ({exc.strerror or exc})") from None
+
+
+def status_command(argv: list[str]) -> int:
+    """`pysshfs status [MOUNTPOINT] [--json]`: the state of this user's mounts."""
+    import json
+
+    from pysshfs import control
+    from pysshfs.statusview import format_status
+
+    as_json = "--json" in argv
+    rest = [a for a in argv if a != "--json"]
+    if any(a in ("-h", "--help") for a in rest):
+        sys.stdout.write(f"{STATUS_USAGE}\n\nShow each pysshfs mount of yours (or the one "
+                         "named): server, connection state,\nround-trip time, traffic, "
+                         "cache hit ratios, open files. --json for scripts.\n")
+        return 0
+    if len(rest) > 1 or any(a.startswith("-") for a in rest):
+        raise MountError(errno.EINVAL, "pysshfs status", f"unexpected '{rest[-1]}'",
+                         STATUS_USAGE)
+    mounts: list[dict[str, Any]] = []
+    if rest:
+        mountpoint = control.normalize_mountpoint(rest[0])
+        reply = _ask(_control_socket(mountpoint), {"op": "status"}, rest[0])
+        mounts.append(reply["mount"])
+    else:
+        for path in control.sockets():
+            try:
+                mounts.append(control.query(path, {"op": "status"})["mount"])
+            except (ConnectionRefusedError, FileNotFoundError):
+                continue  # a crashed daemon's leftover; its next mount replaces it
+            except (OSError, control.ControlError) as exc:
+                sys.stderr.write(f"pysshfs: {path}: no answer ({exc})\n")
+    if as_json:
+        sys.stdout.write(json.dumps(mounts, indent=2, sort_keys=True) + "\n")
+    elif not mounts:
+        sys.stdout.write("no pysshfs mounts\n")
+    else:
+        sys.stdout.write("\n\n".join(format_status(m) for m in mounts) + "\n")
+    return 0
+
+
+def mount_relative(mountpoint: str, path: str) -> str:
+    """`path` (absolute, or relative to the current directory) as a path inside the
+    mount ("/a/b"); MountError when it is outside."""
+    from pysshfs.control import normalize_mountpoint
+
+    full = os.path.abspath(path)
+    for top in {os.path.abspath(mountpoint), normalize_mountpoint(mountpoint)}:
+        if full == top:
+            return "/"
+        if full.startswith(top.rstrip("/") + "/"):
+            return full[len(top.rstrip("/")):]
+    raise MountError(errno.EINVAL, f"'{path}'", f"not inside the mount {mountpoint}",
+                     "give paths under the mountpoint")
+
+
+def refresh_command(argv: list[str]) -> int:
+    """`pysshfs refresh MOUNTPOINT [PATH...]`: forget what the mount cached for PATHs
+    (everything when none is given), so the next access asks the server."""
+    if not argv or argv[0] in ("-h", "--help"):
+        if argv:
+            sys.stdout.write(f"{REFRESH_USAGE}\n\nForget what the mount cached about "
+                             "PATHs and everything below them\n(all of it without "
+                             "PATH): the next access asks the server.\n")
+            return 0
+        raise MountError(errno.EINVAL, "pysshfs refresh", "no mountpoint given",
+                         REFRESH_USAGE)
+    from pysshfs.control import normalize_mountpoint
+
+    mountpoint = normalize_mountpoint(argv[0])
+    paths = [mount_relative(mountpoint, p) for p in argv[1:]] or ["/"]
+    _ask(_control_socket(mountpoint), {"op": "refresh", "paths": paths}, argv[0])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The `pysshfs` command: exit 0 once mounted (or after -h/-V), 1 on any failure."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in SUBCOMMANDS:
+        try:
+            return (status_command if args[0] == "status" else refresh_command)(args[1:])
+        except MountError as exc:
+            sys.stderr.write(f"pysshfs: {exc}\n")
+            return 1
     debug = "-d" in args or "--debug" in args or any("sshfs_debug" in a for a in args)
     system.use_own_home()
     try:

@@ -17,6 +17,7 @@ import logging.handlers
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 from pysshfs.cache import kernel_timeouts
@@ -146,6 +147,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
             return
         mounted["yes"] = True
         _widen_readahead(now.st_dev)
+        control.start()
         log.info("mounted %s on %s", spec.source, spec.mountpoint)
         warn_allow_other(spec.opts, spec.source)
         on_mounted()
@@ -155,6 +157,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
 
     ops = SSHFS(session, MetadataCache(CacheConfig.from_options(spec.opts)), spec.opts,
                 on_mounted=mounted_now)
+    control = _control_server(spec, session, ops)
     try:
         FUSE(ops, spec.mountpoint, **fuse_options(spec))
     except RuntimeError as exc:
@@ -165,9 +168,33 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         # libfuse reports the signal that ended the loop (SIGTERM, SIGINT) as an error too.
         log.debug("FUSE loop ended with status %s", exc)
     finally:
+        control.close()
         session.close()
     log.info("unmounted %s", spec.mountpoint)
     return 0
+
+
+def _control_server(spec: MountSpec, session: Any, ops: Any) -> Any:
+    """`pysshfs status` and `pysshfs refresh` for this mount (see pysshfs.control)."""
+    from pysshfs.control import ControlServer, check_paths
+
+    started = time.time()
+
+    def status(_request: dict[str, Any]) -> dict[str, Any]:
+        conn = getattr(session, "_conn", None)
+        return {"mount": {
+            "mountpoint": spec.mountpoint,
+            "source": spec.source,
+            "server": getattr(conn, "description", None) or spec.host,
+            "pid": os.getpid(),
+            "mounted_at": started,
+            **ops.status(),
+        }}
+
+    def refresh(request: dict[str, Any]) -> dict[str, Any]:
+        return {"dropped": ops.refresh(check_paths(request.get("paths")), spec.mountpoint)}
+
+    return ControlServer(spec.mountpoint, {"status": status, "refresh": refresh})
 
 
 def _wait_for_child(read_fd: int, pid: int) -> int:

@@ -66,6 +66,11 @@ class OpenFile:
         self.high_water = 0  # end of the furthest write through this handle
         self.wrote = False
 
+    @property
+    def unacknowledged(self) -> int:
+        """Bytes written through this handle the server has not confirmed yet (status)."""
+        return self._unacked
+
     # --- reads --------------------------------------------------------------------------
     def read(self, size: int, offset: int) -> bytes:
         if self._pending:

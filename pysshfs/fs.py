@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysshfs.cache import MetadataCache
+from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
-from pysshfs.fuselib import Operations, fuse_get_context
+from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
 from pysshfs.servercopy import MAX_PER_CALL, copy_range
 from pysshfs.sftp.codec import (
@@ -32,6 +32,7 @@ from pysshfs.sftp.codec import (
     Attrs,
 )
 from pysshfs.sftp.limits import check_link_target
+from pysshfs.stats import ratio
 from pysshfs.symlinks import SymlinkPolicy
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,11 @@ class SSHFS(Operations):
         self._fh_counter = itertools.count(1)
         self._dir_snapshots: dict[int, list[tuple[str, dict[str, Any] | None]]] = {}
         self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
+        # regular file -> (size, mtime) of the attributes the kernel last had from us: an
+        # open that finds others on the server drops the kernel's copies (close-to-open)
+        self._kernel_saw: dict[str, tuple[int, int]] = {}
+        self._told_missing: dict[str, None] = {}  # names the kernel may hold as negative
+        self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
@@ -216,15 +222,26 @@ class SSHFS(Operations):
         }
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
-        return self._stat_of(path, self._lookup(path))
+        try:
+            return self._stat_of(path, self._lookup(path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:  # a negative entry in the kernel, for refresh
+                if len(self._told_missing) > 65536:
+                    self._told_missing.clear()
+                self._told_missing[path] = None
+            raise
 
     def _stat_of(self, path: str, attrs: Attrs) -> dict[str, Any]:
         st = self._stat_dict(attrs)
-        if stat.S_ISREG(st["st_mode"]) and self._files:
-            for f in self._open_files_of(path):
-                if f.high_water > st["st_size"]:  # writes still on their way to the server
-                    st["st_size"] = f.high_water
-                    st["st_blocks"] = (f.high_water + 511) // 512
+        if stat.S_ISREG(st["st_mode"]):
+            if self._files:
+                for f in self._open_files_of(path):
+                    if f.high_water > st["st_size"]:  # writes still on their way
+                        st["st_size"] = f.high_water
+                        st["st_blocks"] = (f.high_water + 511) // 512
+            if len(self._kernel_saw) > 65536:
+                self._kernel_saw.clear()  # unknown then means "invalidate": still correct
+            self._kernel_saw[path] = (st["st_size"], st["st_mtime"])
         return st
 
     def _open_files_of(self, path: str) -> list[OpenFile]:
@@ -536,11 +553,32 @@ class SSHFS(Operations):
         return f
 
     def open(self, path: str, flags: int) -> int:
+        """Open, with close-to-open consistency: the file's attributes are read from the
+        server in the same round trip (an LSTAT queued right behind the OPEN; FSTAT would
+        need the handle, a round trip later) and refresh our cache; when its size or
+        mtime differ from what the kernel was told, the kernel's attributes and pages go."""
         remote = self.session.remote_path(path)
-        handle = self.session.open(remote, _sftp_open_flags(flags))
+        handle = self.session.open(remote, _sftp_open_flags(flags), read_back=True,
+                                   follow=self.follow_symlinks)
         if flags & os.O_TRUNC:
             self.cache.changed(path)
+        elif handle.attrs_at_open is not None:
+            self._check_on_open(path, handle.attrs_at_open)
         return self._register(path, handle, flags)
+
+    def _check_on_open(self, path: str, fresh: Attrs) -> None:
+        if fresh.mode is not None and not stat.S_ISREG(fresh.mode):
+            return
+        self.cache.learned_attrs(path, fresh)
+        saw = self._kernel_saw.get(path)
+        try:
+            st = self._stat_of(path, fresh)  # what the kernel is told from now on
+        except OSError:  # idmap nomap=error: the open works, its stat does not
+            return
+        if saw != (st["st_size"], st["st_mtime"]):
+            # Changed on the server since the kernel looked (or we do not know what it
+            # holds): its size would cut reads short, its pages (kernel_cache) are stale.
+            self.kernel.invalidate(path)
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
@@ -627,6 +665,87 @@ class SSHFS(Operations):
                 self.cache.changed(f.path)
         return 0
 
+    # --- observing and steering the caches (pysshfs status / refresh) --------------------
+    def status(self) -> dict[str, Any]:
+        """What `pysshfs status` shows of this mount (the daemon adds who and where)."""
+        with self._files_lock:
+            files = list(self._files.values())
+        state, why = self.session.state()
+        stats = self.session.stats
+        traffic, link = stats.traffic, stats.link
+        counts = self.cache.counters.snapshot()
+        return {
+            "remote_dir": self.session.root.decode("utf-8", "surrogateescape"),
+            "state": state,
+            "error": why,
+            "state_since": link.lost_at if state == "reconnecting" else link.connected_at,
+            "rtt_ms": None if traffic.rtt is None else round(traffic.rtt * 1000, 3),
+            "rtt_min_ms": None if traffic.rtt_min is None else round(traffic.rtt_min * 1000, 3),
+            "reconnects": link.reconnects,
+            "requests_sent": traffic.requests,
+            "replies_received": traffic.replies,
+            "bytes_sent": traffic.bytes_sent,
+            "bytes_received": traffic.bytes_received,
+            "cache": {
+                **counts,
+                "attr_hit_ratio": ratio(counts["attr_hits"], counts["attr_misses"]),
+                "listing_hit_ratio": ratio(counts["listing_hits"], counts["listing_misses"]),
+                "link_hit_ratio": ratio(counts["link_hits"], counts["link_misses"]),
+            },
+            "open_files": len(files),
+            "unacked_write_bytes": sum(f.unacknowledged for f in files),
+            "kernel_invalidation": self.kernel.available,
+        }
+
+    def refresh(self, paths: list[str], mountpoint: str | None = None) -> int:
+        """`pysshfs refresh`: forget what we and the kernel hold for each of `paths` and
+        everything below it, so the next access asks the server. Runs on the control
+        thread, never in a FUSE callback (it may stat through the mount to find the
+        kernel's node ids). The number of paths whose attributes were dropped."""
+        dropped = 0
+        for path in paths:
+            def under(p: str, top: str = path) -> bool:
+                return top == "/" or p == top or p.startswith(top.rstrip("/") + "/")
+
+            held = set(self.cache.forget(path))
+            held.update(p for p in list(self._kernel_saw) if under(p))
+            for p in held:
+                self._kernel_saw.pop(p, None)
+            for d in [d for d in list(self._told_kernel) if under(d)]:
+                self._told_kernel.pop(d, None)
+            names = [p for p in list(self._told_missing) if under(p)]
+            for p in names:
+                self._told_missing.pop(p, None)
+            held.add(path)
+            for p in sorted(held):
+                self.kernel.invalidate(p)
+            if path != "/" and not self._is_directory_in_kernel(mountpoint, path):
+                # a file may have come, gone or been replaced by another (a directory's
+                # dentry stays: expiring it breaks the working directory of whoever is in
+                # it, measured; its attributes, dropped above, tell if it went)
+                names.append(path)
+            if mountpoint is not None:
+                for p in names:
+                    self._forget_kernel_entry(mountpoint, p)
+            dropped += len(held)
+        return dropped
+
+    @staticmethod
+    def _is_directory_in_kernel(mountpoint: str | None, path: str) -> bool:
+        try:
+            return mountpoint is not None and stat.S_ISDIR(os.lstat(mountpoint + path).st_mode)
+        except OSError:
+            return False
+
+    def _forget_kernel_entry(self, mountpoint: str, path: str) -> None:
+        parent = parent_of(path)
+        try:
+            # libfuse's node id is the inode number it reports (no -o use_ino)
+            parent_ino = os.lstat(mountpoint + ("" if parent == "/" else parent)).st_ino
+        except OSError:
+            return  # the directory is gone too: the kernel finds out by itself
+        self.kernel.forget_entry(parent_ino, path.rsplit("/", 1)[1])
+
     # --- the file system ----------------------------------------------------------------
     def statfs(self, path: str) -> dict[str, int]:
         if not self.session.has_extension("statvfs@openssh.com"):
@@ -643,11 +762,13 @@ class SSHFS(Operations):
         if conn is not None and max_read and hasattr(conn, "max_read"):
             # libfuse 3 refuses the mount unless init() repeats the -o max_read value.
             conn.max_read = int(max_read)
+        self.kernel.attach()
         if self.on_mounted is not None:
             self.on_mounted()
 
     def destroy(self, path: str) -> None:
         """Unmounting: every write still pending reaches the server before we exit."""
+        self.kernel.detach()
         with self._files_lock:
             files = list(self._files.values())
             self._files.clear()

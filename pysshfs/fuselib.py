@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import threading
 from typing import Any
@@ -29,6 +30,8 @@ def _choose_library() -> None:
             os.environ["FUSE_LIBRARY_PATH"] = path
             return
 
+
+log = logging.getLogger(__name__)
 
 _choose_library()
 
@@ -145,3 +148,90 @@ class FUSE(mfusepy.FUSE):
                       st if attrs is not None else None, position + 1, fill) != 0:
                 break
         return 0
+
+
+class KernelCache:
+    """The kernel's copies of attributes and file pages, dropped by path when we learn
+    they are stale (fuse_invalidate_path: libfuse >= 3.1, the high-level face of
+    fuse_lowlevel_notify_inval_inode).
+
+    The `struct fuse` pointer is only known inside a FUSE callback: `attach` takes it in
+    init, `detach` forgets it in destroy, before libfuse frees it; the lock keeps an
+    invalidation from running into that. Without libfuse 3 this does nothing (the
+    kernel's copies then live out attr_timeout).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fuse: int | None = None
+        self._invalidate_path: Any = None
+        fn = getattr(mfusepy._libfuse, "fuse_invalidate_path", None) \
+            if FUSE_MAJOR >= 3 else None
+        if fn is not None:
+            fn.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            fn.restype = ctypes.c_int
+            self._invalidate_path = fn
+        self._inval_entry: Any = None
+        self._expire_entry: Any = None
+        self._get_session: Any = None
+        lib = mfusepy._libfuse
+        if fn is not None and hasattr(lib, "fuse_get_session") and \
+                hasattr(lib, "fuse_lowlevel_notify_inval_entry"):
+            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+            lib.fuse_get_session.restype = ctypes.c_void_p
+            entry = lib.fuse_lowlevel_notify_inval_entry
+            entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                              ctypes.c_size_t]
+            entry.restype = ctypes.c_int
+            self._get_session, self._inval_entry = lib.fuse_get_session, entry
+            expire = getattr(lib, "fuse_lowlevel_notify_expire_entry", None)  # >= 3.12
+            if expire is not None:
+                expire.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                                   ctypes.c_size_t]
+                expire.restype = ctypes.c_int
+            self._expire_entry = expire
+
+    @property
+    def available(self) -> bool:
+        return self._invalidate_path is not None and self._fuse is not None
+
+    def attach(self) -> None:
+        """Called from a FUSE callback (init): remember which `struct fuse` we serve."""
+        if self._invalidate_path is None:
+            return
+        ctx = mfusepy._libfuse.fuse_get_context()
+        if ctx:
+            with self._lock:
+                self._fuse = ctx.contents.fuse
+
+    def detach(self) -> None:
+        with self._lock:
+            self._fuse = None
+
+    def forget_entry(self, parent_ino: int, name: str) -> bool:
+        """Make the kernel look `name` up again in the directory whose node id is
+        `parent_ino` (its dentry, a negative one too, expires). Expiring (libfuse 3.12,
+        Linux 6.2) rather than invalidating keeps a directory that is some process's
+        working directory reachable; older kernels get the invalidation. Never from a
+        FUSE callback on that directory: the kernel may hold its lock (libfuse docs)."""
+        with self._lock:
+            if self._fuse is None or self._inval_entry is None:
+                return False
+            raw = name.encode("utf-8", "surrogateescape")
+            session = self._get_session(self._fuse)
+            result = -errno.ENOSYS
+            if self._expire_entry is not None:
+                result = self._expire_entry(session, parent_ino, raw, len(raw))
+            if result == -errno.ENOSYS:
+                result = self._inval_entry(session, parent_ino, raw, len(raw))
+        log.debug("kernel entry %r in node %d forgotten: %d", name, parent_ino, result)
+        return result == 0
+
+    def invalidate(self, path: str) -> bool:
+        """Drop the kernel's attributes and cached pages of `path` (the next stat asks
+        us, the next read goes to us); False if the kernel held nothing or cannot."""
+        with self._lock:
+            if self._fuse is None or self._invalidate_path is None:
+                return False
+            result = self._invalidate_path(self._fuse, path.encode("utf-8", "surrogateescape"))
+        return result == 0

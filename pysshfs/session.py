@@ -24,6 +24,7 @@ from pysshfs.sftp.client import SFTPClient
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
 from pysshfs.ssh.pushchannel import PushStream
 from pysshfs.ssh.request import ConnectRequest
+from pysshfs.stats import SessionStats
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Session:
         self._refused: str | None = None  # why reconnecting was given up for good
         self.closed = False
         self.on_reconnect: list[Any] = []  # callbacks after a successful reconnect
+        self.stats = SessionStats()  # for pysshfs status
 
     # --- connecting ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -106,7 +108,8 @@ class Session:
         conn = connect(request, timeout=timeout)
         try:
             channel = conn.open_sftp_channel(self.sftp_server)
-            client = SFTPClient(PushStream(channel), name=conn.description)
+            client = SFTPClient(PushStream(channel), name=conn.description,
+                                traffic=self.stats.traffic)
             client.start()
         except OSError as exc:
             conn.close()
@@ -169,6 +172,7 @@ class Session:
             if self.closed or generation != self.generation or not self._connected:
                 return
             self._connected = False
+            self.stats.link.lost(exc)
             log.warning("connection to %s lost%s", self.label, f": {exc}" if exc else "")
             if not self.reconnect or self._reconnecting:
                 self._cond.notify_all()
@@ -190,6 +194,7 @@ class Session:
                     client = self._open_client(request, timeout=RECONNECT_TIMEOUT)
                     client.stat(self.root, timeout=RECONNECT_TIMEOUT)
                     self._install(client)
+                    self.stats.link.reconnected()
                     log.warning("reconnected to %s after %d attempt(s)", self.label, attempt)
                     for callback in list(self.on_reconnect):
                         try:
@@ -206,8 +211,10 @@ class Session:
                                   "unusable until it is unmounted", self.label, exc)
                         return
                     log.warning("reconnect to %s failed: %s", self.label, exc)
+                    self.stats.link.attempt_failed(exc)
                 except OSError as exc:
                     log.warning("reconnect to %s failed: %s", self.label, exc)
+                    self.stats.link.attempt_failed(exc)
                 with self._cond:
                     self._cond.wait(timeout=delay)
                 delay = min(delay * 2, 10.0)
@@ -279,16 +286,17 @@ class Session:
 
     # --- files --------------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
-             read_back: bool = False) -> RemoteFile:
+             read_back: bool = False, follow: bool = False) -> RemoteFile:
         """Open `path`; with `read_back`, its attributes after opening come in the same
-        round trip (RemoteFile.attrs_at_open)."""
+        round trip (RemoteFile.attrs_at_open; `follow`: through a final symlink)."""
         deadline = self._deadline()
         while True:
             client = self._client(deadline)
             generation = self.generation
             try:
                 if read_back:
-                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs)
+                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs,
+                                                              follow=follow)
                 else:
                     handle, attrs_now = client.open(path, pflags, attrs), None
                 return RemoteFile(path, pflags, handle, generation, attrs_at_open=attrs_now)
@@ -442,6 +450,17 @@ class Session:
     @property
     def alive(self) -> bool:
         return self._connected and self.sftp is not None and not self.sftp.closed
+
+    def state(self) -> tuple[str, str | None]:
+        """(connected | reconnecting | failed | disconnected | closed, why) for status."""
+        if self.closed:
+            return "closed", None
+        if self._refused is not None:
+            return "failed", self._refused
+        if self.alive:
+            return "connected", None
+        return ("reconnecting" if self.reconnect else "disconnected"), \
+            self.stats.link.last_error
 
     @staticmethod
     def _close_quietly(client: SFTPClient) -> None:

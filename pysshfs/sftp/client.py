@@ -88,6 +88,7 @@ from pysshfs.sftp.errors import (
     status_error,
 )
 from pysshfs.sftp.limits import ListingGuard
+from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +289,10 @@ def _expect_limits(ptype: int, r: Reader, req: _Request) -> tuple[int, int, int,
 class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
-    def __init__(self, stream: Stream, *, name: str = "sftp") -> None:
+    def __init__(self, stream: Stream, *, name: str = "sftp",
+                 traffic: Traffic | None = None) -> None:
         self.name = name
+        self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
         self.version = 0
         self.extensions: dict[str, bytes] = {}
         self.max_read = DEFAULT_MAX_READ
@@ -477,6 +480,7 @@ class SFTPClient:
             log.warning("%s: reply %s to unknown request %d ignored", self.name,
                         PACKET_NAMES.get(ptype, ptype), request_id)
             return
+        self.traffic.replied(len(packet) + 4, req.op, req.started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
                       len(packet), (time.monotonic() - req.started) * 1000)
@@ -496,7 +500,7 @@ class SFTPClient:
         future: Future = Future()
         future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
-        req = _Request(future, parse, op, path, time.monotonic() if debug else 0.0)
+        req = _Request(future, parse, op, path, time.monotonic())
         with self._lock:
             if self.closed:
                 raise _lost_error(self.name, self._close_reason)
@@ -504,6 +508,7 @@ class SFTPClient:
             while request_id in self._pending or request_id == 0:
                 request_id = next(self._ids) & 0xFFFFFFFF
             self._pending[request_id] = req
+            self.traffic.requests += 1
         packet = build_packet(ptype, request_id, parts)
         if debug:
             what = detail if detail is not None else path_str(path) or ""
@@ -511,6 +516,7 @@ class SFTPClient:
         try:
             with self._send_lock:
                 self._stream.sendall(packet)
+                self.traffic.bytes_sent += len(packet)
         except Exception as exc:  # noqa: BLE001 - any failure to send loses the session
             self._shutdown(exc)
             raise _lost_error(self.name, exc) from None
@@ -664,11 +670,13 @@ class SFTPClient:
         return self._read_back(after, timeout)
 
     def open_and_lstat(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
+                       follow: bool = False,
                        timeout: float | None = None) -> tuple[bytes, Attrs | None]:
         """open() with the new file's attributes read back in the same round trip (see
-        setstat_and_lstat): creating a file then costs one round trip, not two."""
+        setstat_and_lstat): creating a file then costs one round trip, not two.
+        `follow`: STAT instead of LSTAT."""
         opening = self._open_async(path, pflags, attrs)
-        after = self.lstat_async(path)
+        after = self.stat_async(path) if follow else self.lstat_async(path)
         return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
 
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,

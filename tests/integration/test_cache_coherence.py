@@ -4,7 +4,12 @@ cache=no); changes made through the mount show at once."""
 from __future__ import annotations
 
 import os
+import stat
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from tests.support.mount import Mounter, wait_for
 
@@ -88,3 +93,95 @@ def test_changes_through_the_mount_show_at_once(mounter: Mounter) -> None:
     assert sorted(os.listdir(m.mnt)) == ["b", "l"]
     assert sorted(os.listdir(m.root)) == ["b", "l"]
     assert (m.root / "b").read_bytes() == b"ab"
+
+
+# --- a directory's times follow the entries added, removed and renamed through the mount ---
+OLD = 1_000_000_000  # a directory mtime that no change made now can leave in place
+
+
+def _make_file(p: Path) -> None:
+    p.write_bytes(b"x")
+
+
+def _mknod(p: Path) -> None:
+    os.mknod(p, 0o600 | stat.S_IFREG)
+
+
+ENTRY_CHANGES: dict[str, Callable[[Path], None]] = {
+    "mkdir": lambda d: os.mkdir(d / "sub"),
+    "create": lambda d: _make_file(d / "new"),
+    "mknod": lambda d: _mknod(d / "node"),
+    "symlink": lambda d: os.symlink("target", d / "link"),
+    "link": lambda d: os.link(d / "existing", d / "hard"),
+    "unlink": lambda d: os.unlink(d / "existing"),
+    "rmdir": lambda d: os.rmdir(d / "emptydir"),
+    "rename-within": lambda d: os.rename(d / "existing", d / "renamed"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(ENTRY_CHANGES))
+def test_a_directory_mtime_follows_a_change_of_its_entries(mounter: Mounter,
+                                                           change: str) -> None:
+    """stat d; change an entry of d; stat d: the server's new mtime, at once, however long
+    the caches' TTL (the kernel drops a parent's attributes itself; we must too)."""
+    m = mounter(["-o", "cache_timeout=600"])
+    served = m.root / "d"
+    served.mkdir()
+    (served / "existing").write_bytes(b"e")
+    (served / "emptydir").mkdir()
+    os.utime(served, (OLD, OLD))
+    assert os.stat(m.mnt / "d").st_mtime == OLD
+    assert os.stat(m.mnt / "d").st_mtime == OLD  # (now from the caches)
+
+    ENTRY_CHANGES[change](m.mnt / "d")
+
+    server_mtime = int(os.stat(served).st_mtime)
+    assert server_mtime != OLD, "the change did not reach the server"
+    seen = os.stat(m.mnt / "d")
+    assert int(seen.st_mtime) == server_mtime
+    assert int(seen.st_ctime) == server_mtime
+
+
+def test_a_rename_between_directories_moves_both_mtimes(mounter: Mounter) -> None:
+    m = mounter(["-o", "cache_timeout=600"])
+    for name in ("a", "b"):
+        (m.root / name).mkdir()
+    (m.root / "a" / "f").write_bytes(b"f")
+    for name in ("a", "b"):
+        os.utime(m.root / name, (OLD, OLD))
+        assert os.stat(m.mnt / name).st_mtime == OLD
+    os.rename(m.mnt / "a" / "f", m.mnt / "b" / "f")
+    assert (m.root / "b" / "f").read_bytes() == b"f"
+    for name in ("a", "b"):
+        server_mtime = int(os.stat(m.root / name).st_mtime)
+        assert server_mtime != OLD
+        assert int(os.stat(m.mnt / name).st_mtime) == server_mtime
+
+
+# --- close-to-open: an open checks the file against the server -----------------------------
+@pytest.mark.parametrize("extra", [[], ["-o", "kernel_cache"]], ids=["default", "kernel_cache"])
+def test_an_open_sees_what_the_server_holds(mounter: Mounter, extra: list[str]) -> None:
+    """Read, change the file on the server, open again: the server's bytes, long before
+    the caches' TTL (also with kernel_cache, which keeps pages across opens)."""
+    m = mounter(["-o", "cache_timeout=600", *extra])
+    served = m.root / "f"
+    served.write_bytes(b"first")
+    assert (m.mnt / "f").read_bytes() == b"first"
+    assert os.stat(m.mnt / "f").st_size == 5
+
+    with open(served, "ab") as f:  # grows: the kernel's size would cut the read short
+        f.write(b"+appended")
+    assert (m.mnt / "f").read_bytes() == b"first+appended"
+    assert os.stat(m.mnt / "f").st_size == len(b"first+appended")
+
+    # The same size, other bytes, another mtime: only the mtime tells.
+    before = os.stat(served)
+    served.write_bytes(b"FIRST+APPENDED")
+    os.utime(served, (before.st_atime, before.st_mtime + 100))
+    assert (m.mnt / "f").read_bytes() == b"FIRST+APPENDED"
+    assert int(os.stat(m.mnt / "f").st_mtime) == int(before.st_mtime + 100)
+
+    # Shrinks: no stale tail.
+    served.write_bytes(b"short")
+    assert (m.mnt / "f").read_bytes() == b"short"
+

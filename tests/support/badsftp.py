@@ -201,7 +201,6 @@ def mode_endless_readdir(r: Relay, where: str, pkt: bytes) -> bytes | None:
 
 def mode_bad_names(r: Relay, where: str, pkt: bytes) -> bytes | None:
     if where == "reply" and pkt[4] == FXP_NAME and r.kinds.get(r.reply_id(pkt)) == FXP_READDIR:
-        req_id = r.reply_id(pkt)
         (count,) = struct.unpack(">I", pkt[9:13])
         bad = [b"a/b", b"..", b".", b"", b"x\0y"]
         head = u32(len(pkt) - 4 + sum(8 + 2 * len(n) + 4 for n in bad)) + pkt[4:9]

@@ -264,6 +264,8 @@ def local_users(count: int) -> Iterator[list[LocalUser]]:
             if row[0].startswith(f"{top}{os.sep}"):
                 subprocess.run(["umount", "-l", row[0]], capture_output=True, check=False)
         for user in made:
+            # the control-socket directory its mounts made (no $XDG_RUNTIME_DIR for them)
+            shutil.rmtree(f"/tmp/pysshfs-{user.uid}", ignore_errors=True)
             subprocess.run(["userdel", "-f", user.name], capture_output=True, check=False)
             subprocess.run(["groupdel", user.name], capture_output=True, check=False)
         shutil.rmtree(top, ignore_errors=True)

@@ -166,3 +166,50 @@ def test_config_from_options_splits_each_ttl_with_the_kernel() -> None:
     off = CacheConfig.from_options({"cache": False})
     assert not off.enabled and off.kernel_entry_ttl == 0.0
     assert kernel_timeouts({"cache": False})["attr_timeout"] == 0.0
+
+
+def test_entry_changes_drop_the_parents_attributes() -> None:
+    """A directory's mtime/ctime move when an entry is added, removed or renamed."""
+    for change in ("created", "removed", "unsure"):
+        c = make()
+        c.learned_attrs("/d", Attrs(mode=0o40755, mtime=1))
+        c.learned_attrs("/other", Attrs(mode=0o40755, mtime=1))
+        if change == "created":
+            c.created("/d/x", 0o100644)
+        else:
+            getattr(c, change)("/d/x")
+        assert c.attrs("/d") is None, change
+        assert c.attrs("/other") is not None, change
+    c = make()
+    for d in ("/a", "/b", "/c"):
+        c.learned_attrs(d, Attrs(mode=0o40755, mtime=1))
+    c.renamed("/a/f", "/b/f")
+    assert c.attrs("/a") is None and c.attrs("/b") is None
+    assert c.attrs("/c") is not None
+
+
+def test_forget_drops_a_subtree_and_names_what_it_held() -> None:
+    c = make()
+    c.learned_listing("/d", [("x", Attrs(size=1, mode=0o100644))])
+    c.learned_attrs("/d", Attrs(mode=0o40755))
+    c.learned_attrs("/dx", Attrs(mode=0o100644))
+    c.learned_missing("/d/gone")
+    assert sorted(c.forget("/d")) == ["/d", "/d/x"]
+    assert c.attrs("/d/x") is None and c.listing("/d") is None
+    assert not c.is_missing("/d/gone")
+    assert c.attrs("/dx") is not None  # a sibling whose name starts alike stays
+    assert c.forget("/") == ["/dx"]
+    assert c.attrs("/dx") is None
+
+
+def test_counters_count_hits_and_misses() -> None:
+    c = make()
+    assert c.attrs("/f") is None
+    c.learned_attrs("/f", Attrs(size=1))
+    assert c.attrs("/f") is not None
+    c.learned_missing("/g")
+    assert c.is_missing("/g")
+    assert c.listing("/") is None
+    counts = c.counters.snapshot()
+    assert counts["attr_hits"] == 1 and counts["attr_misses"] == 1
+    assert counts["negative_hits"] == 1 and counts["listing_misses"] == 1
