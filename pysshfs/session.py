@@ -236,7 +236,7 @@ class Session:
                     delay = self._delay
                 if delay > 0:
                     _limited.warning("reconnecting to %s in %.2gs", self.label, delay,
-                                     key=f"next try {self.label}")
+                                     key=f"next try {self.label} {delay}")
                     with self._cond:
                         self._cond.wait_for(lambda: self.closed, timeout=delay)
                         if self.closed:
