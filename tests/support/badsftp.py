@@ -21,6 +21,7 @@ Modes (ARG in brackets, N counts requests after INIT):
   stderr-flood            write to stderr without end, as fast as the pipe takes it
   escapes                 STATUS messages and an extension name carry terminal escapes
   unknown-ids [COUNT]     before the first real reply, COUNT replies to ids never used
+  stall-on NAME           once a request carries NAME (e.g. a path), never answer again
 Add a mode by adding a function to MODES.
 """
 
@@ -248,6 +249,14 @@ def mode_unknown_ids(r: Relay, where: str, pkt: bytes) -> bytes | None:
     return None
 
 
+def mode_stall_on(r: Relay, where: str, pkt: bytes) -> bytes | None:
+    if where == "request" and r.arg(0, "STALL").encode() in pkt:
+        r._stalled = True  # type: ignore[attr-defined]
+    if where == "reply" and getattr(r, "_stalled", False):
+        return b""
+    return None
+
+
 MODES: dict[str, Mode] = {
     "pass": mode_pass,
     "stall": mode_stall,
@@ -262,6 +271,7 @@ MODES: dict[str, Mode] = {
     "stderr-flood": mode_stderr_flood,
     "escapes": mode_escapes,
     "unknown-ids": mode_unknown_ids,
+    "stall-on": mode_stall_on,
 }
 
 
