@@ -104,6 +104,8 @@ class Session:
         # GUARDED_BY(_cond): _state, generation, sftp, _connected_at, _delay, _reconnector
         self._state = RECONNECTING  # until connect() installs the first client
         self._connected_at = 0.0
+        self._down_since = 0.0  # when the connection was lost (monotonic)
+        self._gave_up = False  # a caller waited io_timeout in vain during this outage
         self._delay = 0.0  # seconds before the next reconnect attempt
         self._reconnector = False  # a reconnect thread is running
         self._refused: str | None = None  # why reconnecting was given up for good
@@ -204,7 +206,9 @@ class Session:
         with self._cond:
             if self.closed or generation != self.generation or self._state != CONNECTED:
                 return
-            lived = time.monotonic() - self._connected_at
+            self._down_since = time.monotonic()
+            self._gave_up = False
+            lived = self._down_since - self._connected_at
             client = self.sftp
             worked = client is not None and (client.replies >= STABLE_REPLIES
                                              or client.traffic >= STABLE_TRAFFIC)
@@ -311,8 +315,13 @@ class Session:
                 if not self.reconnect:
                     raise OSError(errno.EIO, f"connection to {self.label} lost "
                                   "(mounted with reconnect=no)")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                now = time.monotonic()
+                remaining = None if deadline is None else deadline - now
+                # Once a caller has waited io_timeout in vain, later ones fail at once
+                # until the connection is back (one stat can be two or three FUSE
+                # requests: each must not wait io_timeout again).
+                if (remaining is not None and remaining <= 0) or self._gave_up:
+                    self._gave_up = True
                     raise OSError(errno.EIO, f"connection to {self.label} lost; "
                                   f"no reconnect within {self.io_timeout:g}s")
                 self._cond.wait(timeout=remaining if remaining is not None else 1.0)
