@@ -46,6 +46,7 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0
 STABLE_REPLIES = 100
 STABLE_TRAFFIC = 64 * 1024
+FAIL_FAST_AFTER_TIMEOUT = 0.25  # seconds (see _client)
 
 LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 # Seconds one reconnect attempt may take (TCP, handshake, auth, first reply) unless
@@ -105,7 +106,7 @@ class Session:
         self._state = RECONNECTING  # until connect() installs the first client
         self._connected_at = 0.0
         self._down_since = 0.0  # when the connection was lost (monotonic)
-        self._gave_up = False  # a caller waited io_timeout in vain during this outage
+        self._gave_up_at = 0.0  # when a caller last waited io_timeout in vain (monotonic)
         self._delay = 0.0  # seconds before the next reconnect attempt
         self._reconnector = False  # a reconnect thread is running
         self._refused: str | None = None  # why reconnecting was given up for good
@@ -207,7 +208,6 @@ class Session:
             if self.closed or generation != self.generation or self._state != CONNECTED:
                 return
             self._down_since = time.monotonic()
-            self._gave_up = False
             lived = self._down_since - self._connected_at
             client = self.sftp
             worked = client is not None and (client.replies >= STABLE_REPLIES
@@ -317,11 +317,14 @@ class Session:
                                   "(mounted with reconnect=no)")
                 now = time.monotonic()
                 remaining = None if deadline is None else deadline - now
-                # Once a caller has waited io_timeout in vain, later ones fail at once
-                # until the connection is back (one stat can be two or three FUSE
-                # requests: each must not wait io_timeout again).
-                if (remaining is not None and remaining <= 0) or self._gave_up:
-                    self._gave_up = True
+                # Right after a caller has waited io_timeout in vain, the next ones fail at
+                # once: one stat can be two or three FUSE requests in a row (a failed
+                # revalidation is followed by a fresh LOOKUP), and each must not wait
+                # io_timeout again.
+                if remaining is not None and remaining <= 0:
+                    self._gave_up_at = now
+                if (remaining is not None and remaining <= 0) \
+                        or now - self._gave_up_at < FAIL_FAST_AFTER_TIMEOUT:
                     raise OSError(errno.EIO, f"connection to {self.label} lost; "
                                   f"no reconnect within {self.io_timeout:g}s")
                 self._cond.wait(timeout=remaining if remaining is not None else 1.0)
