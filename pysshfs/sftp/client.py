@@ -325,6 +325,7 @@ class SFTPClient:
         self._awaiting_version = True
         self._closing = threading.Event()  # set once, by _shutdown: stops the watchdog
         self.replies = 0  # replies matched to a request (how much this session did)
+        self._told_closed = False  # on_closed has been called
         self.traffic = 0  # bytes of SFTP packets sent and received
 
     def __repr__(self) -> str:
@@ -479,8 +480,11 @@ class SFTPClient:
             reason = _lost_error(self.name, "server closed the stream")
         if self._closed_locally:
             reason = None
-        if not self._shutdown(reason if reason is not None else "closed by client"):
-            return  # somebody else (the watchdog, the stream) told the story already
+        self._shutdown(reason if reason is not None else "closed by client")
+        with self._lock:
+            if self._told_closed:
+                return  # the watchdog or the stream told the story already: once is enough
+            self._told_closed = True
         callback = self.on_closed
         if callback is not None:
             try:
