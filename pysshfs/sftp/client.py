@@ -8,8 +8,12 @@ with ECONNABORTED, so callers always get an errno, never a hang or a dead thread
 
 Deadlines: with `request_timeout`, a watchdog thread looks once a tick at the oldest
 request still waiting (requests are kept in the order they were sent, so that is one
-look, no timer per request). Older than the limit means the connection is broken,
-whatever keepalives say: it is closed exactly as if the stream had been cut. A stream
+look, no timer per request). The connection is broken, whatever keepalives say, when
+requests wait and nothing at all has been answered for the limit, or when the oldest has
+waited OVERDUE_FACTOR times the limit while others were answered (a reply that never
+comes). Replies that keep flowing on a slow link (16 MiB of writes in flight at 100 KB/s
+take minutes) are progress, not a broken connection. Broken, it is closed exactly as if
+the stream had been cut. A stream
 that carried garbage is closed too, but its requests fail with EIO (not "lost"), so that
 nobody sends them again into the same garbage.
 """
@@ -100,6 +104,7 @@ log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
 
 RECV_SIZE = 256 * 1024
+OVERDUE_FACTOR = 3  # see "Deadlines" above
 READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
 _HEADER_SIZE = 4
 
@@ -325,6 +330,7 @@ class SFTPClient:
         self._awaiting_version = True
         self._closing = threading.Event()  # set once, by _shutdown: stops the watchdog
         self.replies = 0  # replies matched to a request (how much this session did)
+        self._last_reply = 0.0  # monotonic time of the last reply
         self._told_closed = False  # on_closed has been called
         self.traffic = 0  # bytes of SFTP packets sent and received
 
@@ -443,16 +449,25 @@ class SFTPClient:
         return len(self._pending)
 
     def _watch_deadlines(self) -> None:
-        """Close the connection once its oldest request has waited request_timeout."""
+        """Close the connection once it is overdue (see "Deadlines" above)."""
         limit = self.request_timeout
         tick = min(1.0, max(0.05, limit / 10))
         while not self._closing.wait(tick):
             with self._lock:
                 oldest = next(iter(self._pending.values()), None)
-            if oldest is None or time.monotonic() - oldest.started <= limit:
+            if oldest is None:
                 continue
-            reason = OSError(errno.ETIMEDOUT, f"no reply to {oldest.op} within {limit:g}s "
-                             "(io_timeout): the connection is considered broken")
+            now = time.monotonic()
+            waited = now - oldest.started
+            silent = now - max(oldest.started, self._last_reply)
+            if silent > limit:
+                why = f"no reply to {oldest.op} (nor to anything else) within {limit:g}s"
+            elif waited > OVERDUE_FACTOR * limit:
+                why = f"no reply to {oldest.op} within {waited:.0f}s"
+            else:
+                continue
+            reason = OSError(errno.ETIMEDOUT, f"{why} (io_timeout): the connection is "
+                             "considered broken")
             log.warning("%s: %s", self.name, reason.strerror)
             self._stream_ended(reason)
             return
@@ -537,6 +552,7 @@ class SFTPClient:
                          PACKET_NAMES.get(ptype, ptype), request_id)
             return
         self.replies += 1
+        self._last_reply = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
                       len(packet), (time.monotonic() - req.started) * 1000)
