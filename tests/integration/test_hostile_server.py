@@ -205,6 +205,7 @@ def test_mount_against_a_silent_server_fails_in_time(mounter: Mounter, via_proxy
     assert took < io_timeout + 15, f"the mount command took {took:.1f}s to fail"
     assert not is_mounted(mnt)
     assert proxy.accepted == 1
+    print(f"{mode} {arg}: mount failed after {took:.2f}s: {lines[0]}")
 
 
 def test_stalled_server_gives_eio_within_io_timeout_then_recovers(hostile: Hostile,
@@ -223,8 +224,10 @@ def test_stalled_server_gives_eio_within_io_timeout_then_recovers(hostile: Hosti
             failures.append(code)
             break
     assert failures == [errno.EIO], failures
+    stat_took = took
     code, took = timed_errno(lambda: os.listdir(m.mnt))
     assert took <= io_timeout + SLACK, f"ls took {took:.1f}s"
+    print(f"stalled: stat EIO after {stat_took:.2f}s, then ls {code} after {took:.2f}s")
     assert "no reply to" in m.stderr_text()
     # the next session answers again
     assert wait_for(lambda: timed_errno(lambda: (m.mnt / "f").read_bytes())[0] is None, 30), \
@@ -276,6 +279,7 @@ def test_unmount_with_requests_stuck_on_the_server(hostile: Hostile, how: str) -
     assert took < bound, f"the daemon took {took:.1f}s to end"
     assert not is_mounted(m.mnt)
     assert not pid_alive(m.proc.pid)
+    print(f"{how}: daemon gone {took:.2f}s later")
     if how == "SIGTERM":
         log = m.stderr_text()
         assert "pending.bin" in log and "lost" in log, log[-3000:]
@@ -309,6 +313,7 @@ def test_protocol_errors_fail_with_eio_without_a_storm(hostile: Hostile, proxy: 
     assert proxy.accepted <= 4, f"{proxy.accepted} logins: {m.stderr_text()[-2000:]}"
     assert len(m.stderr_text().splitlines()) < 60
     assert m.proc is not None and rss_mb(m.proc.pid) < RSS_LIMIT_MB
+    print(f"{mode} {arg}: EIO after {took:.2f}s, {proxy.accepted} login(s)")
 
 
 def test_server_that_breaks_every_session_gets_few_logins(hostile: Hostile,
