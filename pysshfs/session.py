@@ -20,6 +20,7 @@ link cut under load (real work done each time) is reconnected at once.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import stat
 import threading
@@ -67,6 +68,14 @@ DONE_IF = {
     "hardlink": errno.EEXIST,
     "rename": errno.ENOENT,
 }
+
+
+def _takes_timeout(method: Any) -> bool:
+    """Whether an SFTPClient method has a `timeout=` (asked on the rare retry only)."""
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -346,11 +355,12 @@ class Session:
         while True:
             client = self._client(deadline)
             try:
-                if retried and deadline is not None:
+                method = getattr(client, name)
+                if retried and deadline is not None and _takes_timeout(method):
                     # a second try gets what is left of io_timeout, not a fresh one
                     remaining = max(0.1, deadline - time.monotonic())
-                    return getattr(client, name)(*args, timeout=remaining)
-                return getattr(client, name)(*args)
+                    return method(*args, timeout=remaining)
+                return method(*args)
             except OSError as exc:
                 if exc.errno in LOST:
                     self._mark_lost(client)
