@@ -7,6 +7,12 @@ through the pipe as the one line the parent prints, and the parent exits 1.
 
 Signals: libfuse's own handlers (SIGINT, SIGTERM, SIGHUP) end the FUSE loop; libfuse then
 unmounts and calls `destroy`, which sends every pending write before we exit 0.
+
+But libfuse ends its loop only once every worker has returned, and a worker may be
+waiting on a server that never answers. `ShutdownGuard` watches for the loop being told
+to end; from then on the server gets SHUTDOWN_GRACE seconds to answer what is pending,
+after which the session is closed (every waiting request fails at once, writes still
+pending are logged as lost, by path) and the daemon exits within a few seconds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pysshfs.system import warn_allow_other
 log = logging.getLogger("pysshfs")
 
 _OK = b"OK\n"
+SHUTDOWN_GRACE = 5.0  # seconds pending requests get once the mount is ending
+_EXIT_POLL = 0.25  # seconds between looks at libfuse's exit flag
 
 
 def _configure_logging(spec: MountSpec) -> logging.Handler:
@@ -121,6 +129,39 @@ def _widen_readahead(dev: int) -> None:
         log.debug("readahead stays at the kernel's default (%s: %s)", knob, exc.strerror)
 
 
+class ShutdownGuard(threading.Thread):
+    """Bounds how long the end of the FUSE loop may wait on the server (see above)."""
+
+    def __init__(self, session: Any, fuse: int, grace: float = SHUTDOWN_GRACE) -> None:
+        super().__init__(name="pysshfs-shutdown-guard", daemon=True)
+        self.session = session
+        self.fuse = fuse
+        self.grace = grace
+        self.finished = threading.Event()  # set once the FUSE loop has returned
+
+    def run(self) -> None:
+        from pysshfs.fuselib import loop_exited
+
+        while not loop_exited(self.fuse):
+            if self.finished.wait(_EXIT_POLL):
+                return
+        log.debug("the FUSE loop is ending; pending requests get %gs", self.grace)
+        if self.finished.wait(self.grace):
+            return
+        pending = self._pending_requests()
+        log.warning("unmounting: %d request(s) still unanswered after %gs; giving up on "
+                    "the server", pending, self.grace)
+        self.session.close()  # every waiting worker fails now; the loop can end
+        if self.finished.wait(2 * self.grace):
+            return
+        log.error("unmounting: the FUSE loop did not end; exiting anyway")
+        _exit(1)
+
+    def _pending_requests(self) -> int:
+        client = getattr(self.session, "sftp", None)
+        return client.pending_count if client is not None and not client.closed else 0
+
+
 def _serve(spec: MountSpec, on_mounted: Any) -> int:
     """Connect and run the FUSE loop until unmounted; MountError before the mount works."""
     from pysshfs.cache import CacheConfig, MetadataCache
@@ -132,7 +173,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
                       label=spec.source, reconnect=bool(spec.opts.get("reconnect", True)),
                       io_timeout=float(spec.opts.get("io_timeout") or 0))
     session.connect()
-    mounted = {"yes": False}
+    mounted: dict[str, Any] = {"yes": False, "guard": None}
     before = os.stat(spec.mountpoint)
 
     def confirm() -> None:
@@ -153,6 +194,12 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         on_mounted()
 
     def mounted_now() -> None:
+        from pysshfs.fuselib import current_fuse
+
+        fuse = current_fuse()  # we are in libfuse's init callback: its context is ours
+        if fuse is not None and mounted["guard"] is None:
+            mounted["guard"] = ShutdownGuard(session, fuse)
+            mounted["guard"].start()
         threading.Thread(target=confirm, name="mount-confirm", daemon=True).start()
 
     ops = SSHFS(session, MetadataCache(CacheConfig.from_options(spec.opts)), spec.opts,
@@ -169,6 +216,8 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
         log.debug("FUSE loop ended with status %s", exc)
     finally:
         control.close()
+        if mounted["guard"] is not None:
+            mounted["guard"].finished.set()
         session.close()
     log.info("unmounted %s", spec.mountpoint)
     return 0

@@ -767,7 +767,8 @@ class SSHFS(Operations):
             self.on_mounted()
 
     def destroy(self, path: str) -> None:
-        """Unmounting: every write still pending reaches the server before we exit."""
+        """Unmounting: every write still pending reaches the server before we exit, or
+        (the server gave no answer within the daemon's shutdown grace) is logged as lost."""
         self.kernel.detach()
         with self._files_lock:
             files = list(self._files.values())
@@ -776,4 +777,5 @@ class SSHFS(Operations):
             try:
                 f.release()
             except OSError as exc:
-                log.error("%s: pending data could not be written: %s", f.path, exc)
+                log.error("%s: writes lost at unmount, pending data could not be written: %s",
+                          f.path, exc)

@@ -235,3 +235,25 @@ class KernelCache:
                 return False
             result = self._invalidate_path(self._fuse, path.encode("utf-8", "surrogateescape"))
         return result == 0
+
+
+# --- noticing the end of the FUSE loop (unmount, SIGTERM) from another thread ------------
+def current_fuse() -> int | None:
+    """The `struct fuse *` of the loop running this callback (call it inside one)."""
+    try:
+        return mfusepy._libfuse.fuse_get_context().contents.fuse or None
+    except (AttributeError, ValueError):
+        return None
+
+
+def loop_exited(fuse: int) -> bool:
+    """Whether libfuse was told to end the loop of `fuse` (a signal, an unmount)."""
+    lib = mfusepy._libfuse
+    if FUSE_MAJOR >= 3:
+        if lib.fuse_get_session.restype is not ctypes.c_void_p:
+            lib.fuse_get_session.restype = ctypes.c_void_p
+            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+            lib.fuse_session_exited.argtypes = [ctypes.c_void_p]
+        return bool(lib.fuse_session_exited(lib.fuse_get_session(fuse)))
+    lib.fuse_exited.argtypes = [ctypes.c_void_p]
+    return bool(lib.fuse_exited(fuse))

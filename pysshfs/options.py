@@ -51,8 +51,11 @@ OPTIONS: tuple[Option, ...] = (
     # --- general -----------------------------------------------------------------------
     _o("reconnect", "bool", True, "reconnect to the server after the connection drops "
        "(default yes; reconnect=no turns it off)"),
-    _o("io_timeout", "float", 60.0, "seconds an operation waits for a lost connection to come "
-       "back before failing with EIO (0 = wait forever)", sshfs=False),
+    _o("io_timeout", "float", 60.0, "seconds any request may wait for its answer: a server "
+       "that answers nothing for that long is taken as a broken connection (dropped and "
+       "reconnected, whatever keepalives say), and an operation fails with EIO once it has "
+       "waited that long, also for a lost connection to come back and while mounting "
+       "(0 = wait forever)", sshfs=False),
     _o("sftp_server", "str", None, "path of the SFTP server to run on the remote host instead of "
        "the 'sftp' subsystem"),
     _o("follow_symlinks", "flag", False, "follow symlinks on the server: show what they point to"),

@@ -6,11 +6,21 @@ in the background (capped exponential backoff, never prompting), callers wait up
 `io_timeout` for it and then get EIO, idempotent requests are sent again, and the few
 that are not (mkdir, rmdir, remove, rename, symlink, hardlink) are judged by the state
 they left behind. Open files are `RemoteFile`s, reopened by path after a reconnect.
+
+The connection is one state machine under `_cond`: CONNECTED, RECONNECTING (one
+reconnect thread at most, which leaves only when it finds the state CONNECTED under
+the lock, so a loss noticed during or right after a reconnect always leads to another),
+FAILED (reconnect=no, or a changed host key: final). A connection that dies young (within
+STABLE_AFTER seconds, having done next to no work: fewer than STABLE_REPLIES replies and
+STABLE_TRAFFIC bytes) counts as a failed attempt: the backoff keeps growing, so a server
+that breaks every session is not logged into more than a few times a minute, while a
+link cut under load (real work done each time) is reconnected at once.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import stat
 import threading
@@ -20,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pysshfs.errors import MountError
+from pysshfs.lograte import RateLimitedLog
 from pysshfs.sftp.client import SFTPClient
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
 from pysshfs.ssh.pushchannel import PushStream
@@ -27,6 +38,17 @@ from pysshfs.ssh.request import ConnectRequest
 from pysshfs.stats import SessionStats
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
+
+CONNECTED, RECONNECTING, FAILED = "connected", "reconnecting", "failed"
+# Backoff between reconnect attempts: the first comes at once after a connection that had
+# lived STABLE_AFTER seconds; then 0.25 s doubling up to 30 s (2 logins a minute).
+BACKOFF_FIRST = 0.25
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0
+STABLE_REPLIES = 100
+STABLE_TRAFFIC = 64 * 1024
+FAIL_FAST_AFTER_TIMEOUT = 0.25  # seconds (see _client)
 
 LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 # Seconds one reconnect attempt may take (TCP, handshake, auth, first reply) unless
@@ -47,6 +69,14 @@ DONE_IF = {
     "hardlink": errno.EEXIST,
     "rename": errno.ENOENT,
 }
+
+
+def _takes_timeout(method: Any) -> bool:
+    """Whether an SFTPClient method has a `timeout=` (asked on the rare retry only)."""
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass
@@ -82,8 +112,13 @@ class Session:
         self.max_write = 32768
         self._conn: Any = None
         self._cond = threading.Condition()
-        self._reconnecting = False
-        self._connected = False
+        # GUARDED_BY(_cond): _state, generation, sftp, _connected_at, _delay, _reconnector
+        self._state = RECONNECTING  # until connect() installs the first client
+        self._connected_at = 0.0
+        self._down_since = 0.0  # when the connection was lost (monotonic)
+        self._gave_up_at = 0.0  # when a caller last waited io_timeout in vain (monotonic)
+        self._delay = 0.0  # seconds before the next reconnect attempt
+        self._reconnector = False  # a reconnect thread is running
         self._refused: str | None = None  # why reconnecting was given up for good
         self.closed = False
         self.on_reconnect: list[Any] = []  # callbacks after a successful reconnect
@@ -109,12 +144,15 @@ class Session:
         try:
             channel = conn.open_sftp_channel(self.sftp_server)
             client = SFTPClient(PushStream(channel), name=conn.description,
-                                traffic=self.stats.traffic)
+                                traffic=self.stats.traffic,
+                                request_timeout=self.io_timeout)
             client.start()
         except OSError as exc:
             conn.close()
             if isinstance(exc, MountError):
                 raise
+            if exc.errno == errno.ETIMEDOUT:
+                raise self._no_answer(conn.description) from None
             raise MountError(exc.errno or errno.EIO, f"{conn.description}",
                              f"could not start SFTP: {exc.strerror or exc}",
                              "check that the server has an sftp subsystem "
@@ -129,12 +167,18 @@ class Session:
                  client.version, ", ".join(sorted(client.extensions)) or "none")
         return client
 
+    def _no_answer(self, where: str) -> MountError:
+        return MountError(errno.ETIMEDOUT, where,
+                          f"the SFTP server did not answer within {self.io_timeout:g}s",
+                          "check the server, or give a longer -o io_timeout")
+
     def _install(self, client: SFTPClient) -> None:
         with self._cond:
             self.generation += 1
             generation = self.generation
             self.sftp = client
-            self._connected = True
+            self._state = CONNECTED
+            self._connected_at = time.monotonic()
             self._cond.notify_all()
         client.on_closed = lambda exc: self._lost(generation, exc)
         if client.closed:  # it died before the hook was in place: nobody else will tell
@@ -152,6 +196,9 @@ class Session:
                 root = client.realpath(raw)
             attrs = client.stat(root)
         except OSError as exc:
+            if client.closed and self.io_timeout > 0 \
+                    and "io_timeout" in str(getattr(client, "_close_reason", "")):
+                raise self._no_answer(where) from None
             if exc.errno == errno.ENOENT:
                 raise MountError(errno.ENOENT, f"remote directory '{where}'",
                                  "no such directory on the server",
@@ -168,60 +215,98 @@ class Session:
 
     # --- losing and regaining the connection ---------------------------------------------
     def _lost(self, generation: int, exc: BaseException | None) -> None:
+        """The connection of `generation` is gone: reconnect (once, whoever noticed)."""
         with self._cond:
-            if self.closed or generation != self.generation or not self._connected:
+            if self.closed or generation != self.generation or self._state != CONNECTED:
                 return
-            self._connected = False
+            self._down_since = time.monotonic()
             self.stats.link.lost(exc)
-            log.warning("connection to %s lost%s", self.label, f": {exc}" if exc else "")
-            if not self.reconnect or self._reconnecting:
-                self._cond.notify_all()
-                return
-            self._reconnecting = True
-        threading.Thread(target=self._reconnect_loop, name="pysshfs-reconnect",
-                         daemon=True).start()
+            lived = self._down_since - self._connected_at
+            client = self.sftp
+            worked = client is not None and (client.replies >= STABLE_REPLIES
+                                             or client.bytes_moved >= STABLE_TRAFFIC)
+            self._state = RECONNECTING if self.reconnect else FAILED
+            if lived >= STABLE_AFTER or worked:
+                self._delay = 0.0
+            else:  # it died young: as good as a failed attempt
+                self._delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._delay * 2))
+            self._cond.notify_all()
+            start = self.reconnect and not self._reconnector
+            if start:
+                self._reconnector = True
+        why = f": {exc}" if exc else ""
+        _limited.warning("connection to %s lost%s", self.label, why,
+                         key=f"lost {self.label}{why}")
+        if start:
+            threading.Thread(target=self._reconnect_loop, name="pysshfs-reconnect",
+                             daemon=True).start()
 
     def _reconnect_loop(self) -> None:
-        delay = 0.5
+        """Attempt until connected; the one way out is finding CONNECTED under the lock."""
         attempt = 0
         try:
-            while not self.closed:
+            while True:
+                with self._cond:
+                    if self.closed or self._state != RECONNECTING:
+                        self._reconnector = False
+                        return
+                    delay = self._delay
+                if delay > 0:
+                    _limited.warning("reconnecting to %s in %.2gs", self.label, delay,
+                                     key=f"next try {self.label} {delay}")
+                    with self._cond:
+                        self._cond.wait_for(lambda: self.closed, timeout=delay)
+                        if self.closed:
+                            self._reconnector = False
+                            return
                 attempt += 1
-                log.warning("reconnecting to %s (attempt %d)", self.label, attempt)
+                log.info("reconnecting to %s (attempt %d)", self.label, attempt)
                 try:
-                    request = self._conn.reconnect_request() if self._conn is not None \
-                        else self.request
-                    client = self._open_client(request, timeout=RECONNECT_TIMEOUT)
-                    client.stat(self.root, timeout=RECONNECT_TIMEOUT)
-                    self._install(client)
+                    self._reconnect_once()
                     self.stats.link.reconnected()
                     log.warning("reconnected to %s after %d attempt(s)", self.label, attempt)
+                    attempt = 0
                     for callback in list(self.on_reconnect):
                         try:
                             callback()
                         except Exception:  # noqa: BLE001 - a cache hook must not stop us
                             log.exception("reconnect hook failed")
-                    return
+                    continue  # the top of the loop decides whether we are done
                 except MountError as exc:
                     if exc.errno == errno.EPERM:
                         # The host key no longer matches: this may not be our server.
                         # Never retry into it; every request fails until unmounted.
-                        self._refused = str(exc)
+                        with self._cond:
+                            self._refused = str(exc)
+                            self._state = FAILED
+                            self._cond.notify_all()
                         log.error("refusing to reconnect to %s: %s; the mount stays "
                                   "unusable until it is unmounted", self.label, exc)
-                        return
-                    log.warning("reconnect to %s failed: %s", self.label, exc)
+                        continue
+                    failure = str(exc)
                     self.stats.link.attempt_failed(exc)
                 except OSError as exc:
-                    log.warning("reconnect to %s failed: %s", self.label, exc)
+                    failure = str(exc)
                     self.stats.link.attempt_failed(exc)
                 with self._cond:
-                    self._cond.wait(timeout=delay)
-                delay = min(delay * 2, 10.0)
-        finally:
+                    self._delay = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._delay * 2))
+                    delay = self._delay
+                _limited.warning("reconnect to %s failed: %s; next try in %.2gs", self.label,
+                                 failure, delay, key=f"failed {self.label} {failure}")
+        except BaseException:
             with self._cond:
-                self._reconnecting = False
-                self._cond.notify_all()
+                self._reconnector = False
+            raise
+
+    def _reconnect_once(self) -> None:
+        request = self._conn.reconnect_request() if self._conn is not None else self.request
+        client = self._open_client(request, timeout=RECONNECT_TIMEOUT)
+        try:
+            client.stat(self.root, timeout=RECONNECT_TIMEOUT)
+        except OSError:
+            self._close_quietly(client)
+            raise
+        self._install(client)
 
     def _client(self, deadline: float | None) -> SFTPClient:
         """The live client, waiting for a reconnect until `deadline` (monotonic)."""
@@ -231,19 +316,43 @@ class Session:
                     raise OSError(errno.ENOTCONN, "the mount is shutting down")
                 if self._refused is not None:
                     raise OSError(errno.EIO, f"not reconnected: {self._refused}")
-                if self._connected and self.sftp is not None and not self.sftp.closed:
-                    return self.sftp
+                client = self.sftp
+                if self._state == CONNECTED and client is not None:
+                    if not client.closed:
+                        return client
+                    # it died and nobody has said so yet: say it (idempotent)
+                    generation = self.generation
+                    self._cond.release()
+                    try:
+                        self._lost(generation, None)
+                    finally:
+                        self._cond.acquire()
+                    continue
                 if not self.reconnect:
                     raise OSError(errno.EIO, f"connection to {self.label} lost "
                                   "(mounted with reconnect=no)")
-                remaining = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = None if deadline is None else deadline - now
+                # Right after a caller has waited io_timeout in vain, the next ones fail at
+                # once: one stat can be two or three FUSE requests in a row (a failed
+                # revalidation is followed by a fresh LOOKUP), and each must not wait
+                # io_timeout again.
                 if remaining is not None and remaining <= 0:
+                    self._gave_up_at = now
+                if (remaining is not None and remaining <= 0) \
+                        or now - self._gave_up_at < FAIL_FAST_AFTER_TIMEOUT:
                     raise OSError(errno.EIO, f"connection to {self.label} lost; "
                                   f"no reconnect within {self.io_timeout:g}s")
                 self._cond.wait(timeout=remaining if remaining is not None else 1.0)
 
     def _deadline(self) -> float | None:
         return None if self.io_timeout <= 0 else time.monotonic() + self.io_timeout
+
+    @staticmethod
+    def _check_deadline(deadline: float | None, what: str) -> None:
+        """After a loss: no second try once io_timeout has passed."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise OSError(errno.EIO, f"connection lost during {what}")
 
     # --- calls --------------------------------------------------------------------------
     def call(self, name: str, *args: Any) -> Any:
@@ -253,14 +362,23 @@ class Session:
         while True:
             client = self._client(deadline)
             try:
-                return getattr(client, name)(*args)
+                method = getattr(client, name)
+                if retried and deadline is not None and _takes_timeout(method):
+                    # a second try gets what is left of io_timeout, not a fresh one
+                    remaining = max(0.1, deadline - time.monotonic())
+                    return method(*args, timeout=remaining)
+                return method(*args)
             except OSError as exc:
                 if exc.errno in LOST:
                     self._mark_lost(client)
-                    if self.reconnect and (name in IDEMPOTENT or name in DONE_IF):
+                    if self.reconnect and (name in IDEMPOTENT or name in DONE_IF) \
+                            and (deadline is None or time.monotonic() < deadline):
                         retried = True
                         continue
                     raise OSError(errno.EIO, f"connection lost during {name}") from None
+                if exc.errno == errno.ETIMEDOUT and retried:
+                    raise OSError(errno.EIO, f"{name}: no reply within io_timeout "
+                                  f"({self.io_timeout:g}s)") from None
                 if retried and DONE_IF.get(name) == exc.errno:
                     log.info("%s: had succeeded before the connection dropped", name)
                     return None
@@ -271,9 +389,10 @@ class Session:
         if not client.closed:
             client.close()
         with self._cond:
+            if self.sftp is not client:
+                return
             generation = self.generation
-        if self.sftp is client:
-            self._lost(generation, None)
+        self._lost(generation, None)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
@@ -304,6 +423,7 @@ class Session:
                 if exc.errno not in LOST or pflags & SSH_FXF_EXCL:
                     raise
                 self._mark_lost(client)
+                self._check_deadline(deadline, "open")
 
     def _handle(self, rf: RemoteFile, deadline: float | None) -> tuple[SFTPClient, bytes]:
         """The live handle of `rf`, reopening it by path after a reconnect."""
@@ -320,6 +440,7 @@ class Session:
             except OSError as exc:
                 if exc.errno in LOST:
                     self._mark_lost(client)
+                    self._check_deadline(deadline, "reopen")
                     continue
                 rf.lost = True
                 log.error("%r: cannot reopen after reconnect: %s", rf.path, exc)
@@ -343,7 +464,8 @@ class Session:
                 if exc.errno not in LOST:
                     raise
                 self._mark_lost(client)
-                if not self.reconnect:
+                if not self.reconnect or (deadline is not None
+                                          and time.monotonic() >= deadline):
                     raise OSError(errno.EIO, f"connection lost during {name}") from None
 
     def read(self, rf: RemoteFile, offset: int, length: int) -> bytes:
@@ -425,7 +547,7 @@ class Session:
         if rf.closed:
             return
         rf.closed = True
-        if rf.generation != self.generation or not self._connected:
+        if rf.generation != self.generation or self._state != CONNECTED:
             return  # its connection is gone, and the handle with it
         client = self.sftp
         if client is None:
@@ -449,7 +571,7 @@ class Session:
     # --- shutting down ------------------------------------------------------------------
     @property
     def alive(self) -> bool:
-        return self._connected and self.sftp is not None and not self.sftp.closed
+        return self._state == CONNECTED and self.sftp is not None and not self.sftp.closed
 
     def state(self) -> tuple[str, str | None]:
         """(connected | reconnecting | failed | disconnected | closed, why) for status."""

@@ -5,6 +5,17 @@ lock), goes out whole under the send lock, and its caller waits on the Future wi
 held; a single reader thread cuts replies out of the stream and resolves them. Anything
 wrong with the stream or the framing closes the client and fails every pending request
 with ECONNABORTED, so callers always get an errno, never a hang or a dead thread.
+
+Deadlines: with `request_timeout`, a watchdog thread looks once a tick at the oldest
+request still waiting (requests are kept in the order they were sent, so that is one
+look, no timer per request). The connection is broken, whatever keepalives say, when
+requests wait and nothing at all has been answered for the limit, or when the oldest has
+waited OVERDUE_FACTOR times the limit while others were answered (a reply that never
+comes). Replies that keep flowing on a slow link (16 MiB of writes in flight at 100 KB/s
+take minutes) are progress, not a broken connection. Broken, it is closed exactly as if
+the stream had been cut. A stream
+that carried garbage is closed too, but its requests fail with EIO (not "lost"), so that
+nobody sends them again into the same garbage.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
+from pysshfs.lograte import RateLimitedLog
 from pysshfs.sftp.codec import (
     DEFAULT_MAX_READ,
     DEFAULT_MAX_WRITE,
@@ -91,8 +103,10 @@ from pysshfs.sftp.limits import ListingGuard
 from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
+_limited = RateLimitedLog(log)
 
 RECV_SIZE = 256 * 1024
+OVERDUE_FACTOR = 3  # see "Deadlines" above
 READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
 _HEADER_SIZE = 4
 
@@ -181,6 +195,11 @@ class _Request:
 def _lost_error(name: str, reason: BaseException | str | None) -> OSError:
     why = f": {reason}" if reason else ""
     return OSError(errno.ECONNABORTED, f"{name}: SFTP connection lost{why}")
+
+
+def _abandoned_error(name: str, reason: ProtocolError) -> OSError:
+    """What a request in flight gets when the stream broke on garbage: EIO, final."""
+    return OSError(errno.EIO, f"{name}: request abandoned: {reason.strerror}")
 
 
 def _set_exception(future: Future, exc: BaseException) -> None:
@@ -290,9 +309,10 @@ class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
     def __init__(self, stream: Stream, *, name: str = "sftp",
-                 traffic: Traffic | None = None) -> None:
+                 traffic: Traffic | None = None, request_timeout: float = 0.0) -> None:
         self.name = name
         self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
+        self.request_timeout = request_timeout  # seconds; 0 = wait for ever
         self.version = 0
         self.extensions: dict[str, bytes] = {}
         self.max_read = DEFAULT_MAX_READ
@@ -311,6 +331,11 @@ class SFTPClient:
         self._closed_locally = False
         self._inbuf = bytearray()
         self._awaiting_version = True
+        self._closing = threading.Event()  # set once, by _shutdown: stops the watchdog
+        self.replies = 0  # replies matched to a request (how much this session did)
+        self._last_reply = 0.0  # monotonic time of the last reply
+        self._told_closed = False  # on_closed has been called
+        self.bytes_moved = 0  # bytes of SFTP packets sent and received on this connection
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"v{self.version}"
@@ -323,6 +348,10 @@ class SFTPClient:
             raise RuntimeError("SFTPClient.start() called twice")
         self._reader = threading.Thread(target=self._read_loop, name=f"{self.name}-reader",
                                         daemon=True)
+        if self.request_timeout > 0:
+            timeout = min(timeout, self.request_timeout)
+            threading.Thread(target=self._watch_deadlines, name=f"{self.name}-deadlines",
+                             daemon=True).start()
         push_to = getattr(self._stream, "push_to", None)
         if push_to is not None:
             # The stream hands us its data itself (no thread of ours in between).
@@ -354,6 +383,9 @@ class SFTPClient:
                 self._apply_limits(*self._wait(fut, timeout))
             except OSError as exc:
                 if self.closed:
+                    raise
+                if exc.errno == errno.ETIMEDOUT:  # a server that does not answer at all
+                    self._shutdown(exc)
                     raise
                 log.warning("%s: limits@openssh.com failed (%s); using defaults", self.name, exc)
 
@@ -391,22 +423,57 @@ class SFTPClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _shutdown(self, reason: BaseException | str | None) -> None:
+    def _shutdown(self, reason: BaseException | str | None) -> bool:
+        """Close once; False if it was already closed."""
         with self._lock:
             if self.closed:
-                return
+                return False
             self.closed = True
             self._close_reason = reason
             pending, self._pending = self._pending, {}
+        self._closing.set()
         if isinstance(reason, BaseException):
             log.debug("%s: closing: %s", self.name, reason)
         for req in pending.values():
-            _set_exception(req.future, _lost_error(self.name, reason))
+            if isinstance(reason, ProtocolError):
+                _set_exception(req.future, _abandoned_error(self.name, reason))
+            else:
+                _set_exception(req.future, _lost_error(self.name, reason))
         _set_exception(self._version_future, _lost_error(self.name, reason))
         try:
             self._stream.close()
         except Exception as exc:  # noqa: BLE001 - closing a dead stream may fail any way
             log.debug("%s: closing stream: %s", self.name, exc)
+        return True
+
+    @property
+    def pending_count(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
+
+    def _watch_deadlines(self) -> None:
+        """Close the connection once it is overdue (see "Deadlines" above)."""
+        limit = self.request_timeout
+        tick = min(1.0, max(0.05, limit / 10))
+        while not self._closing.wait(tick):
+            with self._lock:
+                oldest = next(iter(self._pending.values()), None)
+            if oldest is None:
+                continue
+            now = time.monotonic()
+            waited = now - oldest.started
+            silent = now - max(oldest.started, self._last_reply)
+            if silent > limit:
+                why = f"no reply to {oldest.op} (nor to anything else) within {limit:g}s"
+            elif waited > OVERDUE_FACTOR * limit:
+                why = f"no reply to {oldest.op} within {waited:.0f}s"
+            else:
+                continue
+            reason = OSError(errno.ETIMEDOUT, f"{why} (io_timeout): the connection is "
+                             "considered broken")
+            log.warning("%s: %s", self.name, reason.strerror)
+            self._stream_ended(reason)
+            return
 
     # --- the reader thread --------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -425,12 +492,17 @@ class SFTPClient:
     def _stream_ended(self, reason: BaseException | None) -> None:
         """The stream is over: `reason` is what broke it (None: the server closed it)."""
         if isinstance(reason, ProtocolError):
-            log.error("%s: %s; closing the connection", self.name, reason.strerror)
+            _limited.log(logging.ERROR, f"protocol {reason.strerror}",
+                         "%s: %s; closing the connection", self.name, reason.strerror)
         elif reason is None:
             reason = _lost_error(self.name, "server closed the stream")
         if self._closed_locally:
             reason = None
         self._shutdown(reason if reason is not None else "closed by client")
+        with self._lock:
+            if self._told_closed:
+                return  # the watchdog or the stream told the story already: once is enough
+            self._told_closed = True
         callback = self.on_closed
         if callback is not None:
             try:
@@ -443,6 +515,7 @@ class SFTPClient:
         the reader thread, or by a pushing stream's own thread; never concurrently)."""
         buf = self._inbuf
         buf += chunk
+        self.bytes_moved += len(chunk)
         pos = 0
         end = len(buf)
         while end - pos >= _HEADER_SIZE:
@@ -477,10 +550,13 @@ class SFTPClient:
             req = self._pending.pop(request_id, None)
         if req is None:
             # A reply nobody asked for: the framing is intact, so drop it and carry on.
-            log.warning("%s: reply %s to unknown request %d ignored", self.name,
-                        PACKET_NAMES.get(ptype, ptype), request_id)
+            _limited.log(logging.WARNING, "unknown-id",
+                         "%s: reply %s to unknown request %d ignored", self.name,
+                         PACKET_NAMES.get(ptype, ptype), request_id)
             return
         self.traffic.replied(len(packet) + 4, req.op, req.started)
+        self.replies += 1
+        self._last_reply = time.monotonic()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
                       len(packet), (time.monotonic() - req.started) * 1000)
@@ -500,10 +576,11 @@ class SFTPClient:
         future: Future = Future()
         future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
-        req = _Request(future, parse, op, path, time.monotonic())
+        req = _Request(future, parse, op, path, 0.0)
         with self._lock:
             if self.closed:
                 raise _lost_error(self.name, self._close_reason)
+            req.started = time.monotonic()  # under the lock: _pending stays oldest first
             request_id = next(self._ids) & 0xFFFFFFFF
             while request_id in self._pending or request_id == 0:
                 request_id = next(self._ids) & 0xFFFFFFFF
@@ -515,6 +592,7 @@ class SFTPClient:
             log.debug("[%05d] %s %s", request_id, op, what)
         try:
             with self._send_lock:
+                self.bytes_moved += len(packet)
                 self._stream.sendall(packet)
                 self.traffic.bytes_sent += len(packet)
         except Exception as exc:  # noqa: BLE001 - any failure to send loses the session

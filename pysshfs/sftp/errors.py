@@ -53,8 +53,10 @@ STATUS_ERRNO: dict[int, int] = {
     SSH_FX_PERMISSION_DENIED: errno.EACCES,
     SSH_FX_FAILURE: errno.EIO,
     SSH_FX_BAD_MESSAGE: errno.EBADMSG,
-    SSH_FX_NO_CONNECTION: errno.ENOTCONN,
-    SSH_FX_CONNECTION_LOST: errno.ECONNABORTED,
+    # 6 and 7 come from the server about ITS connection: our own is fine, so these are
+    # not the "connection lost" errnos that make the session reconnect and send again.
+    SSH_FX_NO_CONNECTION: errno.EIO,
+    SSH_FX_CONNECTION_LOST: errno.EIO,
     SSH_FX_OP_UNSUPPORTED: errno.EOPNOTSUPP,
     SSH_FX_INVALID_HANDLE: errno.EBADF,
     SSH_FX_NO_SUCH_PATH: errno.ENOENT,

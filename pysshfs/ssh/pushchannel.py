@@ -10,6 +10,11 @@ LSTAT goes from ~140 us to ~117 us.
 The one thing the transport thread must not do is send: a WINDOW_ADJUST sent from it
 during a key re-exchange would wait for itself. Window acknowledgements therefore go
 through a small thread that only wakes once every window/10 bytes.
+
+The channel's stderr is pushed the same way: its bytes share the channel's window, so
+nobody reading them would wedge the channel once a window's worth was written (4 MiB:
+~12,000 requests of `sftp-server -e -l DEBUG3`), and paramiko would keep a flood in
+memory without bound. Lines are logged (escaped, rate-limited), the rest dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +31,16 @@ from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
 log = logging.getLogger(__name__)
+
+STDERR_LINES_PER_MINUTE = 20  # server stderr lines logged; beyond that, counted
+STDERR_LINE_MAX = 300  # characters of one line that are logged
+_STDERR_TAIL_MAX = 1024  # bytes kept of a line still being written
+
+
+def _escaped(raw: bytes) -> str:
+    """A server's bytes as one harmless line: control characters as \\xNN."""
+    text = raw.decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 class _ConsumerPipe:
@@ -55,6 +71,16 @@ class _ConsumerPipe:
         return 0
 
 
+class _StderrPipe(_ConsumerPipe):
+    """Stands in for the channel's stderr BufferedPipe: log a little, keep nothing."""
+
+    def feed(self, data: bytes) -> None:
+        self._stream._stderr(data)
+
+    def close(self) -> None:
+        pass
+
+
 class PushStream:
     """A channel whose data is pushed to `consume(data)`; `closed(reason)` at the end.
 
@@ -69,6 +95,9 @@ class PushStream:
         self._acks: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._acker = threading.Thread(target=self._ack_loop, daemon=True,
                                        name=f"ssh-window {channel.get_id()}")
+        self._stderr_tail = bytearray()
+        self._stderr_window = (0.0, 0)  # (minute started, lines logged in it)
+        self._stderr_dropped = 0  # bytes not logged since the last line that was
 
     def push_to(self, consume: Callable[[bytes], None],
                 on_end: Callable[[BaseException | None], None]) -> None:
@@ -77,8 +106,12 @@ class PushStream:
         self._acker.start()
         with self.channel.lock:
             pending = self.channel.in_buffer.empty()  # anything that came before
+            pending_err = self.channel.in_stderr_buffer.empty()
             self.channel.in_buffer = _ConsumerPipe(self)
+            self.channel.in_stderr_buffer = _StderrPipe(self)
             already_closed = self.channel.closed or self.channel.eof_received
+        if pending_err:
+            self._stderr(pending_err)
         if pending:
             self._deliver(pending)
         if already_closed:
@@ -96,6 +129,36 @@ class PushStream:
         ack = self.channel._check_add_window(len(data))
         if ack > 0:
             self._acks.put(ack)
+
+    def _stderr(self, data: bytes) -> None:
+        """The server's stderr: credit the window, log whole lines within the budget."""
+        ack = self.channel._check_add_window(len(data))
+        if ack > 0:
+            self._acks.put(ack)
+        now = time.monotonic()
+        started, logged = self._stderr_window
+        if now - started >= 60.0:
+            started, logged = now, 0
+        if logged >= STDERR_LINES_PER_MINUTE:
+            self._stderr_dropped += len(data)  # over budget: not even split into lines
+            self._stderr_tail.clear()
+            self._stderr_window = (started, logged)
+            return
+        tail = self._stderr_tail
+        tail += data
+        *lines, rest = tail.split(b"\n")
+        for line in lines:
+            if logged >= STDERR_LINES_PER_MINUTE:
+                self._stderr_dropped += len(line) + 1
+                continue
+            logged += 1
+            if self._stderr_dropped:
+                log.info("(%d bytes of server stderr not logged)", self._stderr_dropped)
+                self._stderr_dropped = 0
+            log.info("server stderr: %s", _escaped(bytes(line[:STDERR_LINE_MAX * 4]))
+                     [:STDERR_LINE_MAX])
+        self._stderr_tail = bytearray(rest[-_STDERR_TAIL_MAX:])
+        self._stderr_window = (started, logged)
 
     def _eof(self) -> None:
         self._finish(None)

@@ -22,6 +22,7 @@ Modes (ARG in brackets, N counts requests after INIT):
   escapes                 STATUS messages and an extension name carry terminal escapes
   unknown-ids [COUNT]     before the first real reply, COUNT replies to ids never used
   no-extension NAME[,..]  the VERSION reply does not advertise these extensions
+  stall-on NAME           once a request carries NAME (e.g. a path), never answer again
 Add a mode by adding a function to MODES.
 """
 
@@ -262,6 +263,12 @@ def mode_no_extension(r: Relay, where: str, pkt: bytes) -> bytes | None:
             body += pkt[pos:end]
         pos = end
     return u32(len(body) + 1) + bytes([FXP_VERSION]) + body
+def mode_stall_on(r: Relay, where: str, pkt: bytes) -> bytes | None:
+    if where == "request" and r.arg(0, "STALL").encode() in pkt:
+        r._stalled = True  # type: ignore[attr-defined]
+    if where == "reply" and getattr(r, "_stalled", False):
+        return b""
+    return None
 
 
 MODES: dict[str, Mode] = {
@@ -279,6 +286,7 @@ MODES: dict[str, Mode] = {
     "escapes": mode_escapes,
     "unknown-ids": mode_unknown_ids,
     "no-extension": mode_no_extension,
+    "stall-on": mode_stall_on,
 }
 
 

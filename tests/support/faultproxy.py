@@ -1,13 +1,15 @@
 """A fault-injection TCP proxy on 127.0.0.1 between pysshfs and sshd.
 
 It forwards bytes both ways and, on command, cuts every connection, blackholes traffic
-(stalls without closing), adds delay, or refuses new connections. One thread per
-direction per connection; everything stops with `close()`.
+(stalls without closing), adds delay, refuses new connections, or flaps: cuts each new
+connection once its client has sent a given number of bytes (`cut_after`). One thread
+per direction per connection; everything stops with `close()`.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import select
 import socket
 import threading
@@ -32,6 +34,12 @@ class FaultProxy:
         self._refuse_until = 0.0
         self.delay = 0.0
         self.accepted = 0
+        self.flaps = 0  # connections cut by cut_after
+        self.client_bytes: list[int] = []  # per accepted connection: bytes the client sent
+        self._flap_budget = 0
+        self._flap_bytes = 0
+        self._flap_jitter = 0
+        self._rng = random.Random(1414)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._spawn(self._accept_loop)
@@ -61,6 +69,13 @@ class FaultProxy:
             self._blackhole.set()
         else:
             self._blackhole.clear()
+
+    def cut_after(self, nbytes: int, connections: int, jitter: int = 0) -> None:
+        """Cut each of the next `connections` new connections once its client has sent
+        `nbytes` (plus a random 0..`jitter`) bytes through it: a flapping link."""
+        with self._lock:
+            self._flap_bytes, self._flap_jitter = nbytes, jitter
+            self._flap_budget = connections
 
     def refuse(self, seconds: float) -> None:
         """Close new connections immediately for `seconds`."""
@@ -111,10 +126,17 @@ class FaultProxy:
             with self._lock:
                 self._conns.append((client, upstream))
                 self.accepted += 1
-            self._spawn(self._pump, client, upstream)
+                index = len(self.client_bytes)
+                self.client_bytes.append(0)
+                limit = None
+                if self._flap_budget > 0:
+                    self._flap_budget -= 1
+                    limit = self._flap_bytes + self._rng.randint(0, self._flap_jitter)
+            self._spawn(self._pump, client, upstream, index, limit)
             self._spawn(self._pump, upstream, client)
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, index: int | None = None,
+              limit: int | None = None) -> None:
         while not self._stopping.is_set():
             if self._blackhole.is_set():
                 time.sleep(0.05)  # stalled link: nothing moves, nothing closes
@@ -132,10 +154,30 @@ class FaultProxy:
                 break
             if self.delay:
                 time.sleep(self.delay)
+            if limit is not None and index is not None \
+                    and self.client_bytes[index] + len(data) >= limit:
+                data = data[:max(0, limit - self.client_bytes[index])]
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    pass
+                with self._lock:
+                    self.flaps += 1
+                    if (src, dst) in self._conns:
+                        self._conns.remove((src, dst))
+                for s in (src, dst):  # the link drops in the middle of what the client sent
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    s.close()
+                return
             try:
                 dst.sendall(data)
             except OSError:
                 break
+            if index is not None:
+                self.client_bytes[index] += len(data)
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)

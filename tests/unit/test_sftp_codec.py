@@ -8,6 +8,7 @@ import queue
 import random
 import struct
 import threading
+import time
 
 import pytest
 
@@ -150,7 +151,7 @@ def test_version_and_packet_building() -> None:
 # --- the errno map -----------------------------------------------------------------------
 @pytest.mark.parametrize("code,err", [
     (2, errno.ENOENT), (3, errno.EACCES), (4, errno.EIO), (5, errno.EBADMSG),
-    (6, errno.ENOTCONN), (7, errno.ECONNABORTED), (8, errno.EOPNOTSUPP),
+    (6, errno.EIO), (7, errno.EIO), (8, errno.EOPNOTSUPP),
     (9, errno.EBADF), (10, errno.ENOENT), (11, errno.EEXIST), (12, errno.EROFS),
     (13, errno.ENODEV), (14, errno.ENOSPC), (15, errno.EDQUOT), (18, errno.ENOTEMPTY),
     (19, errno.ENOTDIR), (21, errno.ELOOP), (24, errno.EISDIR), (999, errno.EIO),
@@ -251,8 +252,9 @@ def test_oversized_packet_closes_client_and_fails_pending() -> None:
     pending = client.lstat_async(b"/y")
     with pytest.raises(OSError) as info:
         client.stat(b"/x", timeout=5)
-    assert info.value.errno == errno.ECONNABORTED
-    assert pending.exception(timeout=5).errno == errno.ECONNABORTED
+    # what was in flight drew garbage: EIO, final (not "lost", which is sent again)
+    assert info.value.errno == errno.EIO
+    assert pending.exception(timeout=5).errno == errno.EIO
     assert client.closed
     assert len(closed) == 1 and isinstance(closed[0], ProtocolError)
     with pytest.raises(OSError) as info:
@@ -318,3 +320,43 @@ def test_no_version_reply_times_out() -> None:
         client.start(timeout=0.2)
     assert info.value.errno == errno.ETIMEDOUT
     assert client.closed
+
+
+# --- deadlines (issue 14) -------------------------------------------------------------------
+def _deadline_client(answer, limit: float) -> tuple[SFTPClient, list]:
+    client = SFTPClient(ScriptedServer(answer), name="scripted", request_timeout=limit)
+    closed: list = []
+    client.on_closed = closed.append
+    client.start(timeout=5)
+    return client, closed
+
+
+def test_a_silent_server_is_a_broken_connection() -> None:
+    client, closed = _deadline_client(lambda ptype, rid, body: None, 0.3)
+    t0 = time.monotonic()
+    with pytest.raises(OSError) as info:
+        client.stat(b"/x")  # no timeout of its own: the watchdog ends it
+    assert info.value.errno == errno.ECONNABORTED  # a cut: the session reconnects
+    assert time.monotonic() - t0 < 0.3 + 1.5
+    assert client.closed
+    assert len(closed) == 1 and closed[0].errno == errno.ETIMEDOUT
+
+
+def test_replies_that_keep_flowing_are_progress_but_one_never_answered_is_not() -> None:
+    def answer(ptype: int, rid: int, body: bytes) -> bytes | None:
+        if ptype == codec.SSH_FXP_READLINK:
+            return None  # this one never comes
+        return reply(codec.SSH_FXP_ATTRS, rid, codec.encode_attrs(Attrs(size=1)))
+
+    limit = 0.3
+    client, closed = _deadline_client(answer, limit)
+    stuck = client._send(codec.SSH_FXP_READLINK, [codec.string(b"/l")],
+                         lambda *a: None, "READLINK", b"/l")
+    t0 = time.monotonic()
+    while not client.closed and time.monotonic() - t0 < 5:
+        client.stat(b"/x", timeout=5)  # others are answered all along
+        time.sleep(0.02)
+    took = time.monotonic() - t0
+    assert client.closed
+    assert 2 * limit < took < 3 * limit + 1.5, took
+    assert stuck.exception(timeout=1).errno == errno.ECONNABORTED
