@@ -250,10 +250,11 @@ def loop_exited(fuse: int) -> bool:
     """Whether libfuse was told to end the loop of `fuse` (a signal, an unmount)."""
     lib = mfusepy._libfuse
     if FUSE_MAJOR >= 3:
-        if lib.fuse_get_session.restype is not ctypes.c_void_p:
-            lib.fuse_get_session.restype = ctypes.c_void_p
-            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
-            lib.fuse_session_exited.argtypes = [ctypes.c_void_p]
+        # Prototypes set each time (cheap), never inferred: KernelCache sets
+        # fuse_get_session's too, and a pointer passed as a C int crashes.
+        lib.fuse_get_session.restype = ctypes.c_void_p
+        lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+        lib.fuse_session_exited.argtypes = [ctypes.c_void_p]
         return bool(lib.fuse_session_exited(lib.fuse_get_session(fuse)))
     lib.fuse_exited.argtypes = [ctypes.c_void_p]
     return bool(lib.fuse_exited(fuse))
