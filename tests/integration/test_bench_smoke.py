@@ -26,6 +26,8 @@ WORKLOAD_ROWS = {
     "seq_read": "sequential read",
     "seq_write": "sequential write",
     "find": "find -printf",
+    "git_status_cold": "cold git status",
+    "ls_l_bigdir": "ls -l of a",
     "ls_lr_warm": "ls -lR",
     "tar_extract": "extract a tar",
     "git_status_warm": "git status",
