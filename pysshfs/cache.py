@@ -89,6 +89,9 @@ class _Slot(Generic[T]):
             self.cache.clear()
 
 
+EPOCH_BUCKETS = 4096
+
+
 class MetadataCache:
     """What we know about remote paths, and for how long we may believe it."""
 
@@ -104,6 +107,11 @@ class MetadataCache:
             on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10))
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size)
         self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
+        # Change counters, so a listing that was on the wire while something changed
+        # through the mount is not cached (it may predate the change): one per bucket of
+        # directories (a collision only costs a cache entry) and one for everything.
+        self._epochs = [0] * EPOCH_BUCKETS
+        self._epoch_all = 0
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
@@ -117,7 +125,27 @@ class MetadataCache:
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
             cached = self._dirs.get(path)
-            return None if cached is None else list(cached[1].items())
+            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
+                return None
+            return list(cached[1].items())
+
+    def has_listing(self, path: str) -> bool:
+        """A listing of `path` younger than the directory TTL is held."""
+        with self._lock:
+            cached = self._dirs.get(path)
+            return cached is not None and time.monotonic() - cached[0] <= self.config.dir_ttl
+
+    def listings_enabled(self) -> bool:
+        return self._dirs.cache is not None
+
+    def epoch(self, path: str) -> tuple[int, int]:
+        """Changes so far under directory `path` (give it back to learned_listing)."""
+        with self._lock:
+            return self._epoch_all, self._epochs[hash(path) % EPOCH_BUCKETS]
+
+    def _bump(self, path: str) -> None:
+        """Something in directory `path` changed (lock held)."""
+        self._epochs[hash(path) % EPOCH_BUCKETS] += 1
 
     def absent(self, path: str) -> bool:
         """`path` is known not to exist from a recent listing of its directory (no
@@ -150,19 +178,25 @@ class MetadataCache:
             self._negative.put(path, True)
 
     def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
-                        seed_links: bool = True) -> list[tuple[str, int]]:
+                        seed_links: bool = True, read_at: float | None = None,
+                        epoch: tuple[int, int] | None = None) -> list[tuple[str, int]]:
         """Store a READDIR result: (name, mode) pairs, and each entry's attributes
-        (a symlink's own only when `seed_links`)."""
+        (a symlink's own only when `seed_links`). `read_at` is when the listing was asked
+        for; with `epoch` (taken then), nothing is stored when the directory changed
+        through the mount meanwhile: the listing may predate the change."""
         names: dict[str, int] = {}
         base = "" if path == "/" else path
         with self._lock:
+            if epoch is not None and epoch != (self._epoch_all,
+                                               self._epochs[hash(path) % EPOCH_BUCKETS]):
+                return [(name, attrs.mode or 0) for name, attrs in entries]
             for name, attrs in entries:
                 names[name] = attrs.mode or 0
                 child = f"{base}/{name}"
                 self._negative.drop(child)
                 if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
                     self._attrs.put(child, attrs)
-            self._dirs.put(path, (time.monotonic(), names))
+            self._dirs.put(path, (time.monotonic() if read_at is None else read_at, names))
         return list(names.items())
 
     def learned_link(self, path: str, target: bytes) -> None:
@@ -173,6 +207,7 @@ class MetadataCache:
     def changed(self, path: str) -> None:
         """The object's attributes changed (write, chmod, chown, utimens, truncate)."""
         with self._lock:
+            self._bump(parent_of(path))
             before = self._attrs.get(path)
             self._attrs.drop(path)
             if before is not None:
@@ -201,6 +236,7 @@ class MetadataCache:
     def created(self, path: str, mode: int) -> None:
         """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""
         with self._lock:
+            self._bump(parent_of(path))
             self._attrs.drop(path)
             self._before_change.drop(path)
             self._negative.drop(path)
@@ -212,6 +248,8 @@ class MetadataCache:
     def removed(self, path: str) -> None:
         """A name went away (unlink, rmdir)."""
         with self._lock:
+            self._bump(parent_of(path))
+            self._bump(path)
             self._attrs.drop(path)
             self._before_change.drop(path)
             self._links.drop(path)
@@ -222,6 +260,8 @@ class MetadataCache:
     def unsure(self, path: str) -> None:
         """A change of `path` failed, or may have half happened: forget all about it."""
         with self._lock:
+            self._bump(parent_of(path))
+            self._bump(path)
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(path)
@@ -230,6 +270,7 @@ class MetadataCache:
     def renamed(self, old: str, new: str) -> None:
         """Both sides of a rename, and everything below a renamed directory."""
         with self._lock:
+            self._epoch_all += 1  # whole subtrees moved
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(old)
@@ -243,6 +284,7 @@ class MetadataCache:
     def clear(self) -> None:
         """Forget everything (e.g. after a reconnect the caches are stale)."""
         with self._lock:
+            self._epoch_all += 1
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.clear()

@@ -92,6 +92,7 @@ log = logging.getLogger(__name__)
 
 RECV_SIZE = 256 * 1024
 READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
+READDIR_MAX_IN_FLIGHT = 16  # ... growing to this many while a big directory streams in
 _HEADER_SIZE = 4
 
 # A reply parser: (packet type, reader positioned after the id, the request) -> result.
@@ -750,27 +751,32 @@ class SFTPClient:
         return self._send(SSH_FXP_READDIR, [string(handle)], _expect_names, "READDIR", None,
                           handle.hex())
 
-    def listdir_attr(self, path: bytes, *,
-                     timeout: float | None = None) -> list[tuple[bytes, Attrs]]:
-        """All entries of a directory except "." and "..", with their attributes.
+    def listdir_attr(self, path: bytes, limit: int | None = None, *,
+                     timeout: float | None = None) -> list[tuple[bytes, Attrs]] | None:
+        """All entries of a directory except "." and "..", with their attributes; None
+        when there are more than `limit` (the listing then stops early).
 
-        Keeps READDIR_IN_FLIGHT requests outstanding: the server answers them in order,
-        so batches arrive in directory order without a round trip between them.
+        Keeps READDIR_IN_FLIGHT requests outstanding, more (up to READDIR_MAX_IN_FLIGHT)
+        while full batches keep coming: the server answers them in order, so batches arrive
+        in directory order without a round trip between them. The first EOF ends the
+        listing: the READDIRs still in flight can only answer EOF too, and nobody waits
+        for them.
         """
         handle = self.opendir(path, timeout=timeout)
         entries: list[tuple[bytes, Attrs]] = []
         try:
             in_flight = deque(self._readdir_async(handle) for _ in range(READDIR_IN_FLIGHT))
-            eof = False
             while in_flight:
                 batch = self._wait(in_flight.popleft(), timeout)
                 if batch is None:
-                    eof = True
-                    continue
-                if not eof:
-                    in_flight.append(self._readdir_async(handle))
+                    break
+                in_flight.append(self._readdir_async(handle))
+                if len(in_flight) < READDIR_MAX_IN_FLIGHT and len(batch) >= 64:
+                    in_flight.append(self._readdir_async(handle))  # a big directory
                 entries.extend((name, attrs) for name, _, attrs in batch
                                if name not in (b".", b".."))
+                if limit is not None and len(entries) > limit:
+                    return None
         except SFTPError as exc:
             if exc.filename is None:
                 exc.filename = path_str(path)
