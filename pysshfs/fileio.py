@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -37,7 +38,8 @@ class Remote(Protocol):
 class OpenFile:
     """One FUSE file handle backed by one SFTP handle."""
 
-    # Readahead: window grows while reads stay sequential, up to max_window bytes.
+    # Readahead: window grows while reads stay sequential, up to max_window bytes, and
+    # while the link keeps up (see _observe).
     min_window = 256 * 1024
     max_window = 8 * 1024 * 1024
     # Write-behind: at most this many bytes unacknowledged per handle.
@@ -57,6 +59,10 @@ class OpenFile:
         self._next_expected = 0
         self._window = self.min_window
         self._eof_at: int | None = None
+        # What the link carries: readahead beyond it only queues, and a stat() sent
+        # meanwhile waits behind that queue (head-of-line blocking on the one channel).
+        self._window_cap = self.max_window
+        self._base_latency: float | None = None
         # write-behind state
         self._pending: deque[tuple[Future, int, int, Any]] = deque()  # (fut, n, offset, data)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
@@ -67,6 +73,14 @@ class OpenFile:
         self.wrote = False
 
     # --- reads --------------------------------------------------------------------------
+    def read_first_chunk(self) -> None:
+        """Ask for the file's first chunk now, as the handle arrives: most files opened
+        for reading are read from the start (cat, cp, git), and the reply then races the
+        kernel's first READ instead of following it."""
+        with self._lock:
+            if 0 not in self._chunks and not self._pending:
+                self._chunks[0] = self._timed_read(0, self.chunk_read)
+
     def read(self, size: int, offset: int) -> bytes:
         if self._pending:
             self.drain()  # a read must see this handle's own writes
@@ -114,9 +128,9 @@ class OpenFile:
             start = first
             while start < max(end, limit):
                 if start not in self._chunks:
-                    self._chunks[start] = self.remote.read_async(self.handle, start, chunk)
+                    self._chunks[start] = self._timed_read(start, chunk)
                 start += chunk
-            self._window = min(self.max_window, self._window * 2)
+            self._window = min(self._window_cap, self._window * 2)
             needed = [(s, self._chunks[s]) for s in range(first, end, chunk)]
         parts: list[bytes | memoryview] = []  # joined once: one copy of the answer
         for start, fut in needed:
@@ -142,6 +156,25 @@ class OpenFile:
         if len(parts) == 1 and isinstance(parts[0], bytes):
             return parts[0]
         return b"".join(parts)
+
+    def _timed_read(self, offset: int, length: int) -> Future:
+        sent = time.monotonic()
+        fut = self.remote.read_async(self.handle, offset, length)
+        fut.add_done_callback(lambda _f: self._observe(time.monotonic() - sent))
+        return fut
+
+    def _observe(self, latency: float) -> None:
+        """Delay-based control of the readahead window (like LEDBAT): a chunk that took
+        much longer than the fastest one waited in a queue, so fewer bytes in flight
+        carry as much; otherwise the cap grows by a chunk. Keeps what a bulk read puts
+        ahead of other requests on the link to about one round trip's worth. Runs in the
+        reader thread, maybe under our lock: plain attribute updates, no locking."""
+        base = latency if self._base_latency is None else min(self._base_latency, latency)
+        self._base_latency = base
+        if latency > 1.5 * base + 0.010:
+            self._window_cap = max(self.min_window, int(self._window_cap * 0.8))
+        else:
+            self._window_cap = min(self.max_window, self._window_cap + self.chunk_read)
 
     def _drop_chunks(self) -> None:
         self._chunks.clear()
@@ -246,7 +279,8 @@ class OpenFile:
             self.remote.fsync(self.handle)
 
     def release(self) -> None:
-        """Wait for writes, close the remote handle; raise the first error seen."""
+        """Wait for writes, close the remote handle (unwaited: see Session.close_handle);
+        raise the first error seen."""
         error: OSError | None = None
         try:
             self.drain()

@@ -404,11 +404,14 @@ class SSHFS(Operations):
     def mkdir(self, path: str, mode: int) -> int:
         remote = self.session.remote_path(path)
         try:
-            self.session.mkdir(remote, Attrs(mode=mode & 0o7777))
+            # the kernel asks for the new directory's attributes next: read them back
+            after = self.session.mkdir_and_lstat(remote, Attrs(mode=mode & 0o7777))
         except OSError as exc:
             self.cache.unsure(path)
             raise self._explain(exc, path, exists=errno.EEXIST) from None
         self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
+        if after is not None and after.mode is not None and stat.S_ISDIR(after.mode):
+            self.cache.learned_attrs(path, after)
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -596,7 +599,12 @@ class SSHFS(Operations):
         handle = self.session.open(remote, _sftp_open_flags(flags))
         if flags & os.O_TRUNC:
             self.cache.changed(path)
-        return self._register(path, handle, flags)
+        fh = self._register(path, handle, flags)
+        if flags & os.O_ACCMODE == os.O_RDONLY:
+            known = self.cache.attrs(path)
+            if known is None or known.size:  # an empty file has nothing to fetch
+                self._files[fh].read_first_chunk()
+        return fh
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)

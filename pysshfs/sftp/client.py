@@ -702,6 +702,10 @@ class SFTPClient:
         self._call(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None, timeout,
                    handle.hex())
 
+    def close_handle_unwaited(self, handle: bytes) -> None:
+        """CLOSE without waiting for the answer (see _close_unwaited)."""
+        self._close_unwaited(handle)
+
     def read(self, handle: bytes, offset: int, length: int, *,
              timeout: float | None = None) -> bytes:
         """Up to `length` bytes (the server may answer fewer); b"" only at end of file."""
@@ -787,17 +791,17 @@ class SFTPClient:
         return entries
 
     def _close_unwaited(self, handle: bytes) -> None:
-        """CLOSE a directory handle without waiting for the answer: nothing depends on
-        it, and the server handles it before any later request (one round trip less
-        per directory listed)."""
+        """CLOSE a handle without waiting for the answer: nothing depends on it (a
+        directory's; a file's once its writes are acknowledged), and the server handles
+        it before any later request (one round trip less per directory or file)."""
         try:
             fut = self._send(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None,
                              handle.hex())
         except OSError as exc:
-            log.debug("%s: closing directory handle: %s", self.name, exc)
+            log.debug("%s: closing handle: %s", self.name, exc)
             return
         fut.add_done_callback(lambda f: f.exception() and log.debug(
-            "%s: closing directory handle: %s", self.name, f.exception()))
+            "%s: closing handle: %s", self.name, f.exception()))
 
     def mkdir(self, path: bytes, attrs: Attrs | None = None, *,
               timeout: float | None = None) -> None:
@@ -809,6 +813,23 @@ class SFTPClient:
                 raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
                     from None
             raise self._refine(exc, path, timeout=timeout) from None
+
+    def mkdir_and_lstat(self, path: bytes, attrs: Attrs | None = None, *,
+                        timeout: float | None = None) -> Attrs | None:
+        """mkdir with the new directory's attributes read back in the same round trip
+        (see setstat_and_lstat); when MKDIR fails, that read-back tells EEXIST apart at
+        no extra cost. The attributes, or None if the read-back failed."""
+        making = self._send(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)], _expect_ok,
+                            "MKDIR", path)
+        after = self.lstat_async(path)
+        try:
+            self._wait(making, timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE and self._read_back(after, timeout):
+                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
+                    from None
+            raise self._refine(exc, path, timeout=timeout) from None
+        return self._read_back(after, timeout)
 
     def rmdir(self, path: bytes, *, timeout: float | None = None) -> None:
         try:
