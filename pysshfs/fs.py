@@ -143,7 +143,8 @@ class SSHFS(Operations):
         self.prefetch: ListingPrefetcher | None = None
         if opts.get("readdir_ahead", True) and cache.listings_enabled():
             self.prefetch = ListingPrefetcher(
-                self._prefetch_listing, max_entries=max(100, cache.config.max_size // 2))
+                self._prefetch_listing, cache.has_listing,
+                max_entries=max(100, cache.config.max_size // 2))
         if opts.get("debug"):
             self._trace_calls()
 
@@ -312,6 +313,16 @@ class SSHFS(Operations):
             if pending is not None:
                 self._wait_prefetch(pending)
                 entries = self._cached_listing(path)
+        if entries is None and self.prefetch is not None:
+            fut, mine = self.prefetch.claim(path)
+            if not mine:  # a prefetch began meanwhile
+                self._wait_prefetch(fut)
+                entries = self._cached_listing(path)
+            else:
+                try:
+                    entries = self._fetch_listing(path)
+                finally:
+                    self.prefetch.finish(path, fut)
         if entries is None:
             entries = self._fetch_listing(path)
         assert entries is not None  # no limit: never None

@@ -34,10 +34,12 @@ SUBDIRS_KEPT = 512  # subdirectories remembered per directory read, for sibling 
 class ListingPrefetcher:
     """Listings in flight by directory path; new ones started in worker threads."""
 
-    def __init__(self, fetch: Fetch, *, workers: int = 8, max_queued: int = 512,
+    def __init__(self, fetch: Fetch, is_fresh: Callable[[str], bool], *, workers: int = 8,
+                 max_queued: int = 512,
                  max_entries: int = 5000, walk_window: float = 10.0,
                  walk_depth: int = 2) -> None:
         self._fetch = fetch
+        self._is_fresh = is_fresh
         self.max_queued = max_queued
         self.max_entries = max_entries
         self.walk_window = walk_window
@@ -56,9 +58,26 @@ class ListingPrefetcher:
         with self._lock:
             return self._pending.get(path)
 
+    def claim(self, path: str) -> tuple[Future, bool]:
+        """For a listing fetched in the caller's thread: (future, True) to fetch it and
+        `finish` it, or (the pending one, False) to wait for instead of fetching twice."""
+        with self._lock:
+            fut = self._pending.get(path)
+            if fut is not None:
+                return fut, False
+            fut = Future()
+            self._pending[path] = fut
+            return fut, True
+
+    def finish(self, path: str, fut: Future) -> None:
+        self._finish(path, fut, None)
+
     def start(self, path: str, depth: int = 0) -> Future | None:
-        """List `path` in the background (no-op when on its way, queued full, or known to
-        be too big); the Future resolves once its listing is in the cache."""
+        """List `path` in the background (no-op when on its way, fresh in the cache,
+        queued full, or known to be too big); the Future resolves once its listing is in
+        the cache."""
+        if self._is_fresh(path):
+            return None
         with self._lock:
             if self._closed:
                 return None
