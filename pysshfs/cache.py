@@ -129,6 +129,14 @@ class MetadataCache:
                 return None
             return list(cached[1].items())
 
+    def listing_len(self, path: str) -> int:
+        """Entries in the fresh listing of `path` (0 without one)."""
+        with self._lock:
+            cached = self._dirs.get(path)
+            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
+                return 0
+            return len(cached[1])
+
     def has_listing(self, path: str) -> bool:
         """A listing of `path` younger than the directory TTL is held."""
         with self._lock:

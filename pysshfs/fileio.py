@@ -146,6 +146,11 @@ class OpenFile:
                     and self.link.admit(self.chunk_read, wait=False):
                 self._chunks[0] = self._timed_read(0, self.chunk_read)
 
+    def adopt_first_chunk(self, fut: Future) -> None:
+        """The READ of the first chunk was sent already (the file was opened ahead)."""
+        with self._lock:
+            self._chunks.setdefault(0, fut)
+
     def read(self, size: int, offset: int) -> bytes:
         if self._pending:
             self.drain()  # a read must see this handle's own writes

@@ -21,6 +21,7 @@ from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import Operations, fuse_get_context
 from pysshfs.idmap import IdMapper
+from pysshfs.openahead import OpenAhead
 from pysshfs.prefetch import ListingPrefetcher
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
@@ -145,6 +146,9 @@ class SSHFS(Operations):
             self.prefetch = ListingPrefetcher(
                 self._prefetch_listing, cache.has_listing,
                 max_entries=max(100, cache.config.max_size // 2))
+        self.open_ahead: OpenAhead | None = None
+        if opts.get("open_ahead", True) and cache.listings_enabled():
+            self.open_ahead = OpenAhead(session, cache, self.chunk_read)
         if opts.get("debug"):
             self._trace_calls()
 
@@ -606,15 +610,26 @@ class SSHFS(Operations):
         return f
 
     def open(self, path: str, flags: int) -> int:
+        reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
+        if reading and self.open_ahead is not None:
+            taken = self.open_ahead.take(path)
+            if taken is not None:
+                fh = self._register(path, taken[0], flags)
+                if taken[1] is not None:
+                    self._files[fh].adopt_first_chunk(taken[1])
+                self.open_ahead.opened(path)
+                return fh
         remote = self.session.remote_path(path)
         handle = self.session.open(remote, _sftp_open_flags(flags))
         if flags & os.O_TRUNC:
             self.cache.changed(path)
         fh = self._register(path, handle, flags)
-        if flags & os.O_ACCMODE == os.O_RDONLY:
+        if reading:
             known = self.cache.attrs(path)
             if known is None or known.size:  # an empty file has nothing to fetch
                 self._files[fh].read_first_chunk()
+            if self.open_ahead is not None:
+                self.open_ahead.opened(path)
         return fh
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
@@ -685,6 +700,8 @@ class SSHFS(Operations):
         """Unmounting: every write still pending reaches the server before we exit."""
         if self.prefetch is not None:
             self.prefetch.close()
+        if self.open_ahead is not None:
+            self.open_ahead.close()
         with self._files_lock:
             files = list(self._files.values())
             self._files.clear()
