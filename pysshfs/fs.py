@@ -105,7 +105,11 @@ class _Snapshot(Sequence[tuple[str, "dict[str, Any] | None"]]):
         # Subdirectories always: reading a directory voids its cached atime in the
         # kernel, and a walker's next lstat of it would cost a GETATTR.
         shown: dict[str, Any] = {"st_mode": mode}
-        if attrs is not None and (self.with_attrs or stat.S_ISDIR(mode)):
+        if not (self.with_attrs or stat.S_ISDIR(mode)):
+            return (name, shown)
+        if attrs is None:  # a cached listing: the attribute cache may still hold them
+            attrs = self.fs.cache.attrs(f"{self.base}/{name}")
+        if attrs is not None:
             try:
                 shown = self.fs._stat_of(f"{self.base}/{name}", attrs)
             except OSError:  # idmap nomap=error: the entry is listed, its stat fails
@@ -333,11 +337,11 @@ class SSHFS(Operations):
         return entries
 
     def _cached_listing(self, path: str) -> list[tuple[str, int, Attrs | None]] | None:
+        """The cached listing (attributes None: the cache has them, maybe)."""
         names = self.cache.listing(path)
         if names is None:
             return None
-        base = "" if path == "/" else path
-        return [(name, mode, self.cache.attrs(f"{base}/{name}")) for name, mode in names]
+        return [(name, mode, None) for name, mode in names]  # attrs: looked up when shown
 
     def _fetch_listing(self, path: str,
                        limit: int | None = None) -> list[tuple[str, int, Attrs | None]] | None:

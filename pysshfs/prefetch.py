@@ -109,7 +109,10 @@ class ListingPrefetcher:
                 self._read.popitem(last=False)
             seen = self._read.get(parent)
             walking = path != parent and seen is not None and now - seen[0] <= self.walk_window
-            siblings = seen[1] if walking and seen is not None else []
+            siblings: list[str] = []
+            if walking and seen is not None and seen[1]:
+                siblings = seen[1]  # once per parent: the others will find them queued
+                self._read[parent] = (seen[0], [])
         if walking:
             for sub in [*subdirs, *siblings]:
                 self.start(sub, self.walk_depth)
