@@ -226,7 +226,11 @@ def chart(record: dict[str, Any], path: Path) -> bool:
             label = row["title"]
         else:
             cost, goal, label = ratio, row["goal"], row["title"]
-        labels.append(textwrap.fill(label, 20))
+        if label.startswith("[") and "]" in label:  # --rtt titles: the link once, in the title
+            link, label = label[1:].split("] ", 1)
+            if "Mbit" in link:
+                label += " (" + link.split(", ", 1)[1] + ")"
+        labels.append(textwrap.fill(label, 18))
         values.append(cost if cost is not None else 0.0)
         goals.append(goal)
         colours.append("#9e9e9e" if cost is None else ("#2e7d32" if cost <= goal else "#c62828"))
