@@ -129,13 +129,14 @@ class MetadataCache:
                 return None
             return list(cached[1].items())
 
-    def listing_len(self, path: str) -> int:
-        """Entries in the fresh listing of `path` (0 without one)."""
+    def listing_stamp(self, path: str) -> tuple[float, int] | None:
+        """(when read, entries) of the fresh listing of `path`, or None: what identifies
+        it, so work derived from it can be reused."""
         with self._lock:
             cached = self._dirs.get(path)
             if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
-                return 0
-            return len(cached[1])
+                return None
+            return cached[0], len(cached[1])
 
     def has_listing(self, path: str) -> bool:
         """A listing of `path` younger than the directory TTL is held."""

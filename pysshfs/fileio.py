@@ -195,6 +195,10 @@ class OpenFile:
         with self._lock:
             for start in [s for s in self._chunks if s + chunk <= offset]:
                 del self._chunks[start]  # behind the reader: no longer needed
+            here = self._chunks.get(first)
+            if here is not None and here.done() and here.exception() is None \
+                    and len(here.result()) < chunk:
+                self._eof_at = first + len(here.result())  # known: ask nothing past it
             limit = end + self._window
             if self._eof_at is not None:
                 limit = min(limit, self._eof_at + 1)
@@ -274,8 +278,8 @@ class OpenFile:
         if fut.cancelled() or fut.exception() is not None:
             return
         self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read)
-        if self._ahead[1] > self._ahead[0]:
-            _REFILL.submit(self._refill)
+        if self._ahead[1] > self._ahead[0] and self._window > 2 * self.min_window:
+            _REFILL.submit(self._refill)  # a stream (the window grew): keep it flowing
 
     def _drop_chunks(self) -> None:
         self._chunks.clear()

@@ -33,6 +33,8 @@ from pysshfs.sftp.codec import SSH_FXF_READ
 
 log = logging.getLogger(__name__)
 
+# A directory's names in some order, and each name's position in it.
+_Order = tuple[list[str], dict[str, int]]
 MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cost per open)
 
 
@@ -64,6 +66,8 @@ class OpenAhead:
         self._lock = threading.Lock()
         self._held: OrderedDict[str, Held] = OrderedDict()  # GUARDED_BY(_lock)
         self._last_open: OrderedDict[str, str] = OrderedDict()  # directory -> last name
+        self._orders: OrderedDict[str, tuple[tuple[float, int], tuple[_Order, _Order]]] = \
+            OrderedDict()
         self._closed = False
 
     # --- what fs asks ---------------------------------------------------------------------
@@ -98,18 +102,15 @@ class OpenAhead:
         self._expire()
         if previous is None or self._closed:
             return
-        if not 0 < self.cache.listing_len(parent) <= MAX_DIR:
+        orders = self._orders_of(parent)
+        if orders is None:
             return
-        names = self.cache.listing(parent)
-        if names is None:
-            return
-        listed = [n for n, _ in names]
-        order = next((o for o in (listed, sorted(listed)) if _follows(o, previous, name)), None)
+        order = next((o for o in orders if _follows(o, previous, name)), None)
         if order is None:
             return
         base = "" if parent == "/" else parent
-        at = order.index(name)
-        wanted = order[at + 1:at + 1 + self.ahead]
+        at = order[1][name]
+        wanted = order[0][at + 1:at + 1 + self.ahead]
         epoch = self.cache.epoch(parent)
         for candidate in wanted:
             child = f"{base}/{candidate}"
@@ -118,6 +119,29 @@ class OpenAhead:
                     or (attrs.size or 0) > self.max_size:
                 continue
             self._start(child, epoch)
+
+    def _orders_of(self, parent: str) -> tuple[_Order, _Order] | None:
+        """The directory's names in listing order and in name order, each with positions:
+        worked out once per listing (not per open)."""
+        stamp = self.cache.listing_stamp(parent)
+        if stamp is None or not 0 < stamp[1] <= MAX_DIR:
+            return None
+        with self._lock:
+            known = self._orders.get(parent)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        names = self.cache.listing(parent)
+        if names is None:
+            return None
+        listed = [n for n, _ in names]
+        by_name = sorted(listed)
+        orders = ((listed, {n: i for i, n in enumerate(listed)}),
+                  (by_name, {n: i for i, n in enumerate(by_name)}))
+        with self._lock:
+            self._orders[parent] = (stamp, orders)
+            while len(self._orders) > 64:
+                self._orders.popitem(last=False)
+        return orders
 
     def close(self) -> None:
         with self._lock:
@@ -175,12 +199,8 @@ class OpenAhead:
             log.debug("closing a file opened ahead: %s", exc)
 
 
-def _follows(order: list[str], previous: str, name: str) -> bool:
+def _follows(order: _Order, previous: str, name: str) -> bool:
     """`name` comes right after `previous` in `order` (the next few count: a program may
     skip a file it does not need, such as a symlink or a directory)."""
-    try:
-        a, b = order.index(previous), order.index(name)
-    except ValueError:
-        return False
-    return 0 < b - a <= 4
-
+    a, b = order[1].get(previous), order[1].get(name)
+    return a is not None and b is not None and 0 < b - a <= 4

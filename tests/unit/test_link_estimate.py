@@ -51,7 +51,8 @@ def test_admission() -> None:
 
 
 def test_follows() -> None:
-    order = ["a", "b", "c", "d", "e", "f", "g"]
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    order = (names, {n: i for i, n in enumerate(names)})
     assert _follows(order, "a", "b") and _follows(order, "a", "e")
     assert not _follows(order, "b", "a") and not _follows(order, "a", "g")
     assert not _follows(order, "a", "zz")
