@@ -107,6 +107,11 @@ class MetadataCache:
             on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10))
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size)
         self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
+        # Listings fetched ahead of need (pysshfs.prefetch): they answer what exists, not
+        # what is missing, so a name created on the server after such a listing is found
+        # at once as long as nobody listed or looked it up.
+        self._guessed: _Slot[bool] = _Slot(on and config.dir_enabled, config.dir_ttl,
+                                           max(1, config.max_size // 10))
         # Change counters, so a listing that was on the wire while something changed
         # through the mount is not cached (it may predate the change): one per bucket of
         # directories (a collision only costs a cache entry) and one for everything.
@@ -168,7 +173,10 @@ class MetadataCache:
         if cached is None:
             return False
         read_at, names = cached
-        return name not in names and time.monotonic() - read_at <= self.config.negative_ttl
+        if name in names or time.monotonic() - read_at > self.config.negative_ttl:
+            return False
+        with self._lock:
+            return not self._guessed.get(parent)
 
     def link(self, path: str) -> bytes | None:
         with self._lock:
@@ -188,7 +196,8 @@ class MetadataCache:
 
     def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
                         seed_links: bool = True, read_at: float | None = None,
-                        epoch: tuple[int, int] | None = None) -> list[tuple[str, int]]:
+                        epoch: tuple[int, int] | None = None,
+                        guessed: bool = False) -> list[tuple[str, int]]:
         """Store a READDIR result: (name, mode) pairs, and each entry's attributes
         (a symlink's own only when `seed_links`). `read_at` is when the listing was asked
         for; with `epoch` (taken then), nothing is stored when the directory changed
@@ -206,6 +215,10 @@ class MetadataCache:
                 if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
                     self._attrs.put(child, attrs)
             self._dirs.put(path, (time.monotonic() if read_at is None else read_at, names))
+            if guessed:
+                self._guessed.put(path, True)
+            else:
+                self._guessed.drop(path)
         return list(names.items())
 
     def learned_link(self, path: str, target: bytes) -> None:
@@ -253,6 +266,7 @@ class MetadataCache:
             self._edit_listing(path, mode)
             if stat.S_ISDIR(mode):  # we just made it: nothing is in it
                 self._dirs.put(path, (time.monotonic(), {}))
+                self._guessed.drop(path)
 
     def removed(self, path: str) -> None:
         """A name went away (unlink, rmdir)."""
@@ -295,7 +309,7 @@ class MetadataCache:
         with self._lock:
             self._epoch_all += 1
             for slot in (self._attrs, self._links, self._dirs, self._negative,
-                         self._before_change):
+                         self._before_change, self._guessed):
                 slot.clear()
 
 

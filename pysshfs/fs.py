@@ -229,8 +229,9 @@ class SSHFS(Operations):
 
     def _lookup_from_listing(self, path: str) -> Attrs | None:
         """A lookup that missed: if its directory's listing is on its way, the answer
-        comes with it (found, or ENOENT); if there is none, start one for the lookups
-        that will follow there (this one still asks the server directly)."""
+        may come with it (found; missing only if that listing is one the kernel asked
+        for); if there is none, start one for the lookups that will follow there (this
+        one still asks the server directly)."""
         parent = parent_of(path)
         assert self.prefetch is not None
         pending = self.prefetch.pending(parent)
@@ -343,9 +344,10 @@ class SSHFS(Operations):
             return None
         return [(name, mode, None) for name, mode in names]  # attrs: looked up when shown
 
-    def _fetch_listing(self, path: str,
-                       limit: int | None = None) -> list[tuple[str, int, Attrs | None]] | None:
-        """List `path` on the server (None: more than `limit` entries), and cache it."""
+    def _fetch_listing(self, path: str, limit: int | None = None, *,
+                       guessed: bool = False) -> list[tuple[str, int, Attrs | None]] | None:
+        """List `path` on the server (None: more than `limit` entries), and cache it
+        (`guessed`: fetched ahead of need, see MetadataCache._guessed)."""
         read_at, epoch = time.monotonic(), self.cache.epoch(path)
         listing = self.session.listdir_attr(self.session.remote_path(path), limit)
         if listing is None:
@@ -355,14 +357,14 @@ class SSHFS(Operations):
         # With follow_symlinks a link shows as its target: its own attributes are not
         # what getattr must answer.
         self.cache.learned_listing(path, decoded, seed_links=not self.follow_symlinks,
-                                   read_at=read_at, epoch=epoch)
+                                   read_at=read_at, epoch=epoch, guessed=guessed)
         return [(name, attrs.mode or 0,
                  None if self.follow_symlinks and stat.S_ISLNK(attrs.mode or 0) else attrs)
                 for name, attrs in decoded]
 
     def _prefetch_listing(self, path: str, limit: int) -> list[str] | None:
         """A prefetcher's job: list `path` into the cache; its subdirectories' paths."""
-        entries = self._fetch_listing(path, limit)
+        entries = self._fetch_listing(path, limit, guessed=True)
         if entries is None:
             return None
         base = "" if path == "/" else path

@@ -173,3 +173,16 @@ def test_a_file_changed_through_the_mount_is_not_served_from_ahead(mounter: Moun
     assert (m.mnt / "f2").read_bytes() == b"old"
     assert (m.mnt / "f3").read_bytes() == b"new content"
     assert (root / "f3").read_bytes() == b"new content"
+
+
+def test_a_file_created_on_the_server_after_a_listing_ahead_shows(mounter: Mounter) -> None:
+    """A listing fetched because of a lookup answers for the names it holds, not for
+    absence: a file the server gains afterwards is found at its first lookup."""
+    root = mounter.new_root()
+    (root / "d").mkdir()
+    (root / "d" / "old").write_text("o")
+    m = mounter(root=root)
+    assert os.stat(m.mnt / "d" / "old").st_size == 1  # lists d in the background
+    time.sleep(0.5)  # let that listing land (the point is that it is there)
+    (root / "d" / "new").write_text("nn")
+    assert os.stat(m.mnt / "d" / "new").st_size == 2
