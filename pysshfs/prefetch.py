@@ -3,7 +3,8 @@
 Two predictions (DESIGN: "Predict where access is predictable"):
 - a lookup that misses in a directory without a fresh listing also lists that directory:
   the next lookups there (git status lstat()s every file of its index, a build stats its
-  sources) are answered from that one listing instead of one LSTAT each;
+  sources) of names it holds are answered from that one listing instead of one LSTAT
+  each (a missing name is still asked for: MetadataCache._guessed);
 - a walk (find, du, ls -R, git's untracked scan): once a directory is read while its
   parent was read just before, the subdirectories' listings are fetched ahead, a few
   levels deep, so the walker finds them already in the cache.
