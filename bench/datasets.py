@@ -32,6 +32,10 @@ class DataSet:
     big_size: int
     tree_files: int = 0
     tree_bytes: int = 0
+    small_files: int = 0
+    cp_files: int = 0
+    bigdir_entries: int = 0
+    probe_dirs: int = 0
 
     @property
     def big(self) -> Path:
@@ -48,6 +52,34 @@ class DataSet:
     @property
     def repo(self) -> Path:
         return self.base / "repo"
+
+    @property
+    def small(self) -> Path:
+        """A few hundred small files (tar x / cp -r workloads at high RTT)."""
+        return self.base / "small"
+
+    @property
+    def small_tar(self) -> Path:
+        return self.base / "small.tar"
+
+    @property
+    def cpsrc(self) -> Path:
+        return self.base / "cpsrc"
+
+    @property
+    def bigdir(self) -> Path:
+        """One directory of many empty files (ls -l of a huge directory)."""
+        return self.base / "bigdir"
+
+    @property
+    def probes(self) -> Path:
+        """probes/dNNN/f: one file per directory, for stat latency probes."""
+        return self.base / "probes"
+
+    @property
+    def index_copy(self) -> Path:
+        """repo/.git/index as committed on the server: restored before each cold run."""
+        return self.base / "repo-index.pristine"
 
     @property
     def scratch(self) -> Path:
@@ -107,7 +139,8 @@ def write_random(path: Path, size: int) -> None:
             left -= n
 
 
-def build(base: Path, big_size: int, tree_max_files: int | None) -> DataSet:
+def build(base: Path, big_size: int, tree_max_files: int | None, *, small_files: int = 300,
+          cp_files: int = 200, bigdir_entries: int = 30000, probe_dirs: int = 200) -> DataSet:
     """Create every data set under `base`; the slow part of a run, done once."""
     ds = DataSet(base=base, big_size=big_size)
     base.mkdir(parents=True, exist_ok=True)
@@ -125,5 +158,20 @@ def build(base: Path, big_size: int, tree_max_files: int | None) -> DataSet:
         subprocess.run(["git", "-C", str(ds.repo), *args], check=True, env=env, timeout=600,
                        stdin=subprocess.DEVNULL)
     log.info("data: git repo of the tree committed")
+    shutil.copy2(ds.repo / ".git" / "index", ds.index_copy)
+    ds.small_files, _ = copy_tree(stdlib_dir(), ds.small, small_files)
+    subprocess.run(["tar", "-cf", str(ds.small_tar), "-C", str(base), "small"], check=True,
+                   timeout=600)
+    ds.cp_files, _ = copy_tree(stdlib_dir(), ds.cpsrc, cp_files)
+    ds.bigdir.mkdir()
+    for i in range(bigdir_entries):
+        (ds.bigdir / f"entry-{i:06d}").touch()
+    ds.bigdir_entries = bigdir_entries
+    for i in range(probe_dirs):
+        (ds.probes / f"d{i:04d}").mkdir(parents=True)
+        (ds.probes / f"d{i:04d}" / "f").write_bytes(b"x")
+    ds.probe_dirs = probe_dirs
+    log.info("data: %d small files, %d to copy, a %d-entry directory, %d probe dirs",
+             ds.small_files, ds.cp_files, bigdir_entries, probe_dirs)
     os.sync()
     return ds

@@ -95,7 +95,9 @@ def summarize(record: dict[str, Any]) -> list[dict[str, Any]]:
             row[f"{kind}_errors"] = [r["error"] for r in rounds.get(kind, []) if "error" in r]
         p, s = row["pysshfs"], row["sshfs"]
         row["ratio"] = p / s if p is not None and s else None
-        if row["ratio"] is None:
+        if w["goal_op"] == "abs<=":  # a goal for pysshfs's own figure (a latency)
+            row["met"] = None if p is None else p <= w["goal"]
+        elif row["ratio"] is None:
             row["met"] = None
         elif w["goal_op"] == "<=":
             row["met"] = row["ratio"] <= w["goal"]
@@ -112,11 +114,19 @@ def _cell(row: dict[str, Any], kind: str, record: dict[str, Any]) -> str:
         return "error" if errors else "–"
     if row["unit"] == "IOPS":
         return f"{value:,.0f} IOPS"
-    text = f"{value:.2f} s" if value >= 1 else f"{value * 1000:.3g} ms"
+    text = _secs(value)
     nbytes = record["sizes"].get(row["key"])
     if nbytes:
         text += f" ({nbytes / value / MB:,.0f} MB/s)"
+    extra = [r for r in record["rounds"][row["key"]].get(kind, []) if "error" not in r]
+    p50 = median_of(extra, "p50")
+    if p50 is not None:
+        text += f" (p50 {_secs(p50)}, read {median_of(extra, 'read_mbps'):,.1f} MB/s)"
     return text
+
+
+def _secs(value: float) -> str:
+    return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.3g} ms"
 
 
 def _fmt_mb(kib: float | None) -> str:
@@ -145,15 +155,17 @@ def markdown(record: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | :---: | :---: |",
     ]
     for row in rows:
-        op = "≤" if row["goal_op"] == "<=" else "≥"
+        op = "≥" if row["goal_op"] == ">=" else "≤"
+        goal = (f"{op} {_secs(row['goal'])}" if row["goal_op"] == "abs<=" else
+                f"{op} {row['goal']:.1f}")
         ratio = _fmt(row["ratio"], ".2f")
         met = "–" if row["met"] is None else ("yes" if row["met"] else "**no**")
         lines.append(f"| {row['title']} | {_cell(row, 'pysshfs', record)} | "
-                     f"{_cell(row, 'sshfs', record)} | {ratio} | {op} {row['goal']:.1f} | {met} |")
+                     f"{_cell(row, 'sshfs', record)} | {ratio} | {goal} | {met} |")
     lines += [
         "",
         "Ratio = pysshfs / sshfs: median wall time (lower is better), for fio median IOPS "
-        "(higher is better).",
+        "(higher is better); a goal in ms is for pysshfs's own figure.",
         "",
         "| figure | pysshfs | sshfs (+ its ssh) | goal | met? |",
         "| --- | ---: | ---: | :---: | :---: |",
@@ -208,9 +220,17 @@ def chart(record: dict[str, Any], path: Path) -> bool:
             cost = (1 / ratio) if ratio else None
             goal = 1 / row["goal"]
             label = row["title"] + "\n(time per I/O)"
+        elif row["goal_op"] == "abs<=":  # the goal as a ratio to sshfs's figure
+            cost = ratio
+            goal = row["goal"] / row["sshfs"] if row["sshfs"] else 1.0
+            label = row["title"]
         else:
             cost, goal, label = ratio, row["goal"], row["title"]
-        labels.append(textwrap.fill(label, 20))
+        if label.startswith("[") and "]" in label:  # --rtt titles: the link once, in the title
+            link, label = label[1:].split("] ", 1)
+            if "Mbit" in link:
+                label += " (" + link.split(", ", 1)[1] + ")"
+        labels.append(textwrap.fill(label, 18))
         values.append(cost if cost is not None else 0.0)
         goals.append(goal)
         colours.append("#9e9e9e" if cost is None else ("#2e7d32" if cost <= goal else "#c62828"))

@@ -29,8 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench import datasets, mounts, procs, profiler, report  # noqa: E402
-from bench.workloads import Context, Workload, workloads  # noqa: E402
+from bench import datasets, mounts, netem, procs, profiler, report  # noqa: E402
+from bench.workloads import Context, Workload, rtt_workloads, workloads  # noqa: E402
 from tests.support.sshd import start_sshd  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -52,7 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="measure only this filesystem (debugging; no ratios)")
     p.add_argument("--workload", action="append", dest="workloads", metavar="KEY",
                    help="run only this workload (repeatable): seq_read, seq_write, find, "
-                        "ls_lr_warm, tar_extract, git_status_warm, fio_randread")
+                        "git_status_cold, ls_l_bigdir, ls_lr_warm, tar_extract, "
+                        "git_status_warm, fio_randread; with --rtt also seq_read_capped, "
+                        "ls_lr_cold, tar_small, cp_small, stat_known, stat_during_read, "
+                        "stat_during_read_capped")
     p.add_argument("--size-mib", type=int, default=None, help="big file size (default 512)")
     p.add_argument("--tree-files", type=int, default=None,
                    help="at most this many files in the tree (default: the whole stdlib)")
@@ -64,15 +67,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, metavar="DIR",
                    help="py-spy the pysshfs daemon during each timed command, stacks to DIR "
                         "(slows pysshfs a little: not for the published table)")
+    p.add_argument("--rtt", type=float, default=None, metavar="MS",
+                   help="run the round-trip workloads through a proxy on 127.0.0.1 that "
+                        "delays each direction by MS/2 (issue 10's table)")
+    p.add_argument("--mbit", type=float, default=None, metavar="N",
+                   help="with --rtt: cap the emulated link at N Mbit/s (default: no cap)")
+    p.add_argument("--cap-mbit", type=float, default=100.0, metavar="N",
+                   help="with --rtt: the cap of the 'capped' rows (default 100)")
+    p.add_argument("--bigdir", type=int, default=None,
+                   help="entries of the big directory (default 30,000; smoke 500)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--no-install", action="store_true",
                    help="never apt-get install missing tools (sshfs, fio, git)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     smoke = args.smoke
-    args.rounds = args.rounds or (1 if smoke else 3)
-    args.size_mib = args.size_mib or (8 if smoke else 512)
-    args.tree_files = args.tree_files or (200 if smoke else None)
+    rtt = args.rtt is not None
+    args.rounds = args.rounds or (1 if smoke or rtt else 3)
+    args.size_mib = args.size_mib or (8 if smoke else 64 if rtt else 512)
+    # At 20 ms a round trip, issue 10's tree: 1,011 files of the standard library.
+    args.tree_files = args.tree_files or (200 if smoke else 1011 if rtt else None)
+    args.bigdir = args.bigdir or (500 if smoke else 30000)
     args.fio_seconds = args.fio_seconds or (2 if smoke else 10)
     args.timeout = args.timeout or (90.0 if smoke else 600.0)
     return args
@@ -125,10 +140,13 @@ def ssh_cipher(ssh_config: Path) -> str:
 
 
 def run_workloads(ctx: Context, chosen: list[Workload], kinds: list[str], rounds: int,
-                  record: dict[str, Any]) -> int:
+                  record: dict[str, Any], proxy: netem.DelayProxy | None = None,
+                  mbit: float | None = None) -> int:
     """Every workload, every round, both filesystems alternating; returns the failure count."""
     failures = 0
     for w in chosen:
+        if proxy is not None:
+            proxy.set_rate(w.mbit or mbit)
         per_kind: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
         record["rounds"][w.key] = per_kind
         for rnd in range(rounds):
@@ -147,7 +165,7 @@ def run_workloads(ctx: Context, chosen: list[Workload], kinds: list[str], rounds
                          rnd + 1, rounds, kind, shown, time.monotonic() - started)
                 per_kind[kind].append({"round": rnd + 1, "value": m.value,
                                        "seconds": m.seconds, "cpu_seconds": m.cpu_seconds,
-                                       "nbytes": m.nbytes})
+                                       "nbytes": m.nbytes, **m.extra})
     return failures
 
 
@@ -172,6 +190,18 @@ def sweep_mounts(mount_dir: Path) -> None:
             kind = "pysshfs" if mp.name.startswith("pysshfs") else "sshfs"
             log.warning("leftover mount %s: unmounting", mp)
             mounts.unmount(mounts.Mounted(kind, mp, procs.pids_with_argument(target)))
+
+
+def proxied_config(sshd: Any, port: int, workdir: Path) -> Path:
+    """An ssh_config whose testhost goes through the proxy, its host key known there too."""
+    known = workdir / "known_hosts_proxied"
+    pub = sshd.host_key.with_suffix(".pub").read_text().split()
+    known.write_text(sshd.known_hosts.read_text() + f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
+    text = netem.proxied_ssh_config(sshd.ssh_config.read_text(), port)
+    text = text.replace(str(sshd.known_hosts), str(known))
+    path = workdir / "ssh_config_proxied"
+    path.write_text(text)
+    return path
 
 
 def _terminate(signum: int, _frame: Any) -> None:
@@ -201,21 +231,38 @@ def main(argv: list[str] | None = None) -> int:
     mount_dir = workdir / "mnt"
     mount_dir.mkdir(exist_ok=True)
     sshd = None
+    proxy = None
     failures = 0
     started = time.monotonic()
     try:
         sshd = start_sshd(workdir / "sshd")
-        data = datasets.build(sshd.root / "bench", args.size_mib * MiB, args.tree_files)
-        ctx = Context(ssh_config=sshd.ssh_config, host_alias=HOST_ALIAS, data=data,
+        small = 30 if args.smoke else 300
+        data = datasets.build(sshd.root / "bench", args.size_mib * MiB, args.tree_files,
+                              small_files=small, cp_files=small * 2 // 3,
+                              bigdir_entries=args.bigdir, probe_dirs=20 if args.smoke else 200)
+        ssh_config = sshd.ssh_config
+        if args.rtt is not None:
+            proxy = netem.DelayProxy(sshd.port, args.rtt, args.mbit)
+            ssh_config = proxied_config(sshd, proxy.port, workdir)
+            log.info("emulated link: RTT %g ms, %s, via 127.0.0.1:%d", args.rtt,
+                     f"{args.mbit:g} Mbit/s" if args.mbit else "no rate cap", proxy.port)
+        ctx = Context(ssh_config=ssh_config, host_alias=HOST_ALIAS, data=data,
                       mount_dir=mount_dir, timeout=args.timeout,
                       mount_timeout=min(args.timeout, 60.0), fio_seconds=args.fio_seconds,
                       write_size=data.big_size,
-                      profile_dir=args.profile.resolve() if args.profile else None)
-        table = workloads(args.size_mib, data.tree_files, args.fio_seconds)
+                      profile_dir=args.profile.resolve() if args.profile else None,
+                      probes=10 if args.smoke else 60)
+        if args.rtt is not None:
+            table = rtt_workloads(args.size_mib, data, args.rtt, args.mbit, args.cap_mbit)
+        else:
+            table = workloads(args.size_mib, data.tree_files, args.fio_seconds,
+                              data.bigdir_entries)
         chosen = [w for w in table if not args.workloads or w.key in args.workloads]
         record: dict[str, Any] = {
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "mode": "smoke" if args.smoke else "full",
+            "mode": ("smoke" if args.smoke else "full") + (
+                f", RTT {args.rtt:g} ms" + (f" {args.mbit:g} Mbit/s" if args.mbit else "")
+                if args.rtt is not None else ""),
             "rounds_count": args.rounds,
             "machine": report.machine_info(REPO_ROOT),
             "sizes": {"seq_read": data.big_size, "seq_write": data.big_size},
@@ -230,12 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         cipher = ssh_cipher(sshd.ssh_config)
         record["notes"].append(f"OpenSSH client (sshfs's transport) negotiates: {cipher}")
+        if args.rtt is not None:
+            record["notes"].append(
+                f"through bench/netem.py: each direction delayed {args.rtt / 2:g} ms, "
+                "deep buffer; rows marked with a rate ran with that cap")
         try:
             record["extra"]["ceiling_mbps"] = measure_ceiling(ctx, args.rounds, args.timeout)
         except procs.CommandFailed as exc:
             failures += 1
             record["notes"].append(f"ceiling not measured: {exc}")
-        failures += run_workloads(ctx, chosen, kinds, args.rounds, record)
+        failures += run_workloads(ctx, chosen, kinds, args.rounds, record, proxy, args.mbit)
         record["extra"]["peak_rss_kib"] = {
             kind: {"daemon": max(s["daemon"] for s in samples),
                    "tree": max(s["tree"] for s in samples)}
@@ -259,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         sweep_mounts(mount_dir)
+        if proxy is not None:
+            proxy.close()
         if sshd is not None:
             sshd.stop()
         if args.keep:

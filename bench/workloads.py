@@ -12,6 +12,9 @@ import logging
 import os
 import re
 import shutil
+import statistics
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ class Measurement:
     seconds: float
     cpu_seconds: float | None = None  # daemon (+ children) CPU during the timed command
     nbytes: int | None = None  # bytes moved by the timed command
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. p50 beside a p95 value
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Context:
     peak_rss: dict[str, list[dict[str, int]]] = field(default_factory=dict)
     unmount_problems: list[str] = field(default_factory=list)
     profile_dir: Path | None = None  # --profile: py-spy records pysshfs during timed commands
+    probes: int = 60  # stat probes per latency measurement
     _serial: int = 0
 
     @property
@@ -223,6 +228,140 @@ def fio_randread(ctx: Context, kind: str) -> Measurement:
     return Measurement(iops, r.seconds)
 
 
+def ls_lr_cold(ctx: Context, kind: str) -> Measurement:
+    with ctx.mounted(kind, "lslrcold") as m:
+        r = ctx.timed(m, "ls_lr_cold", ["ls", "-lR", str(m.mountpoint / "tree")], capture=True)
+    listed = sum(1 for line in r.stdout.splitlines() if line[:1] in (b"-", b"d", b"l"))
+    expected = count_entries(ctx.data.tree) - 1
+    if listed != expected:
+        raise WrongResult(f"ls -lR listed {listed} entries, the server has {expected}")
+    return Measurement(r.seconds, r.seconds)
+
+
+def git_status_cold(ctx: Context, kind: str) -> Measurement:
+    """The first `git status` on a fresh mount of a repo committed on the server side: the
+    index's stat data (inode numbers) do not match the mount's, so git reads every file."""
+    env = git_env()
+    shutil.copy2(ctx.data.index_copy, ctx.data.repo / ".git" / "index")
+    with ctx.mounted(kind, "gitcold") as m:
+        r = ctx.timed(m, "git_status_cold", ["git", "-C", str(m.mountpoint / "repo"), "status"],
+                      capture=True, env=env)
+    if b"working tree clean" not in r.stdout:
+        raise WrongResult(f"git status on the mount is not clean: {r.stdout[-400:]!r}")
+    return Measurement(r.seconds, r.seconds)
+
+
+def tar_small(ctx: Context, kind: str) -> Measurement:
+    dest = ctx.data.scratch / f"small-{kind}"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir()
+    try:
+        with ctx.mounted(kind, "tarsmall") as m:
+            r = ctx.timed(m, "tar_small", ["tar", "-xf", str(ctx.data.small_tar),
+                                           "--no-same-owner",
+                                           "-C", str(m.mountpoint / "scratch" / dest.name)])
+        got = count_files(dest / "small")
+        if got != ctx.data.small_files:
+            raise WrongResult(f"server has {got} files after extracting {ctx.data.small_files}")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return Measurement(r.seconds, r.seconds)
+
+
+def cp_small(ctx: Context, kind: str) -> Measurement:
+    dest = ctx.mount_dir.parent / f"cp-{kind}"
+    shutil.rmtree(dest, ignore_errors=True)
+    try:
+        with ctx.mounted(kind, "cp") as m:
+            r = ctx.timed(m, "cp_small", ["cp", "-r", str(m.mountpoint / "cpsrc"), str(dest)])
+        for dirpath, _dirs, files in os.walk(ctx.data.cpsrc):
+            rel = Path(dirpath).relative_to(ctx.data.cpsrc)
+            for name in files:
+                src, got = Path(dirpath) / name, dest / rel / name
+                if not src.is_symlink() and src.read_bytes() != got.read_bytes():
+                    raise WrongResult(f"{rel / name} copied off the mount differs")
+        if count_files(dest) != ctx.data.cp_files:
+            raise WrongResult(f"cp -r copied {count_files(dest)} of {ctx.data.cp_files} files")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return Measurement(r.seconds, r.seconds)
+
+
+def known_paths(tree: Path, count: int) -> list[Path]:
+    """`count` regular files spread over the tree (every k-th in walk order)."""
+    files = [Path(d) / f for d, _n, fs in sorted(os.walk(tree)) for f in sorted(fs)
+             if not (Path(d) / f).is_symlink()]
+    step = max(1, len(files) // count)
+    return files[::step][:count]
+
+
+def stat_known(ctx: Context, kind: str) -> Measurement:
+    paths = known_paths(ctx.data.tree, 200)
+    with ctx.mounted(kind, "stat") as m:
+        args = [str(m.mountpoint / p.relative_to(ctx.data.base)) for p in paths]
+        r = ctx.timed(m, "stat_known", ["stat", "-c", "%s", *args], capture=True)
+    sizes = [int(x) for x in r.stdout.split()]
+    if sizes != [p.stat().st_size for p in paths]:
+        raise WrongResult("stat sizes differ from the server's")
+    return Measurement(r.seconds, r.seconds)
+
+
+def ls_l_bigdir(ctx: Context, kind: str) -> Measurement:
+    with ctx.mounted(kind, "bigdir") as m:
+        r = ctx.timed(m, "ls_l_bigdir", ["ls", "-l", str(m.mountpoint / "bigdir")],
+                      capture=True)
+    listed = sum(1 for line in r.stdout.splitlines() if line.startswith(b"-"))
+    if listed != ctx.data.bigdir_entries:
+        raise WrongResult(f"ls -l listed {listed} of {ctx.data.bigdir_entries} entries")
+    return Measurement(r.seconds, r.seconds)
+
+
+def _stream(path: Path, stop: threading.Event, moved: list[int]) -> None:
+    """Read `path` over and over (page cache dropped before each pass) until `stop`."""
+    while not stop.is_set():
+        procs.drop_page_cache()
+        with open(path, "rb", buffering=0) as f:
+            while not stop.is_set():
+                chunk = f.read(MiB)
+                if not chunk:
+                    break
+                moved[0] += len(chunk)
+
+
+def stat_during_read(ctx: Context, kind: str) -> Measurement:
+    """p95 (and p50) of a `stat` that must reach the server while a big file streams.
+
+    Each probe stats probes/dNNNN/f in a directory never visited before, so every
+    filesystem needs at least one request for it; the streaming read's throughput during
+    the probes is reported too (MB/s), to check it still gets the link.
+    """
+    latencies: list[float] = []
+    with ctx.mounted(kind, "statlat") as m:
+        stop = threading.Event()
+        moved = [0]
+        reader = threading.Thread(target=_stream, args=(m.mountpoint / "big.bin", stop, moved),
+                                  daemon=True)
+        reader.start()
+        try:
+            time.sleep(1.0)  # pacing, not synchronisation: let the stream fill the link
+            start_bytes, started = moved[0], time.monotonic()
+            for i in range(min(ctx.probes, ctx.data.probe_dirs)):
+                t0 = time.perf_counter()
+                os.stat(m.mountpoint / "probes" / f"d{i:04d}" / "f")
+                latencies.append(time.perf_counter() - t0)
+                time.sleep(0.05)
+            rate = (moved[0] - start_bytes) / (time.monotonic() - started)
+        finally:
+            stop.set()
+            reader.join(ctx.timeout)
+            if reader.is_alive():
+                m.on_timeout()
+                raise WrongResult("the streaming read did not stop")
+    qs = statistics.quantiles(latencies, n=20, method="inclusive")
+    return Measurement(qs[-1], sum(latencies), extra={"p50": statistics.median(latencies),
+                                                      "read_mbps": rate / 1e6})
+
+
 @dataclass(frozen=True)
 class Workload:
     key: str
@@ -231,13 +370,12 @@ class Workload:
     goal: float
     unit: str  # "s" or "IOPS"
     run: Callable[[Context, str], Measurement]
-
-    def met(self, ratio: float) -> bool:
-        return ratio <= self.goal if self.goal_op == "<=" else ratio >= self.goal
+    mbit: float | None = None  # rate cap of the emulated link for this workload (--rtt)
 
 
-def workloads(big_mib: int, tree_files: int, fio_seconds: int) -> list[Workload]:
-    """The table of issue 4, titled with this run's actual sizes."""
+def workloads(big_mib: int, tree_files: int, fio_seconds: int,
+              bigdir: int) -> list[Workload]:
+    """The loopback table (issues 4 and 10), titled with this run's actual sizes."""
     return [
         Workload("seq_read", f"sequential read {big_mib} MiB, cold cache, dd bs=1M",
                  "<=", 1.0, "s", seq_read),
@@ -245,6 +383,10 @@ def workloads(big_mib: int, tree_files: int, fio_seconds: int) -> list[Workload]
                  "<=", 1.0, "s", seq_write),
         Workload("find", f"find -printf '%s %m' over {tree_files:,} files, fresh mount",
                  "<=", 1.0, "s", find_fresh),
+        Workload("git_status_cold", f"cold git status, {tree_files:,}-file repo committed "
+                 "on the server, fresh mount", "<=", 1.0, "s", git_status_cold),
+        Workload("ls_l_bigdir", f"ls -l of a {bigdir:,}-entry directory, fresh mount",
+                 "<=", 1.0, "s", ls_l_bigdir),
         Workload("ls_lr_warm", f"ls -lR of {tree_files:,} files, warm (2nd run)",
                  "<=", 0.5, "s", ls_lr_warm),
         Workload("tar_extract", f"extract a tar of {tree_files:,} files onto the mount",
@@ -253,4 +395,38 @@ def workloads(big_mib: int, tree_files: int, fio_seconds: int) -> list[Workload]
                  "<=", 0.5, "s", git_status_warm),
         Workload("fio_randread", f"random 4 KiB reads, {fio_seconds} s, fio psync",
                  ">=", 1.0, "IOPS", fio_randread),
+    ]
+
+
+def rtt_workloads(big_mib: int, data: DataSet, rtt_ms: float, mbit: float | None,
+                  cap_mbit: float) -> list[Workload]:
+    """The table of issue 10: what round trips decide, through the delaying proxy."""
+    link = f"RTT {rtt_ms:g} ms" + (f", {mbit:g} Mbit/s" if mbit else "")
+    capped = f"RTT {rtt_ms:g} ms, {cap_mbit:g} Mbit/s"
+    n = data.tree_files
+    return [
+        Workload("seq_read", f"[{link}] read {big_mib} MiB, dd bs=1M", "<=", 0.2, "s",
+                 seq_read),
+        Workload("seq_read_capped", f"[{capped}] read {big_mib} MiB, dd bs=1M", "<=", 1.0,
+                 "s", seq_read, mbit=cap_mbit),
+        Workload("seq_write", f"[{link}] write {big_mib} MiB, dd conv=fsync", "<=", 0.7, "s",
+                 seq_write),
+        Workload("find", f"[{link}] find over {n:,} files, fresh mount", "<=", 0.3, "s",
+                 find_fresh),
+        Workload("ls_lr_cold", f"[{link}] ls -lR of {n:,} files, fresh mount", "<=", 0.3,
+                 "s", ls_lr_cold),
+        Workload("git_status_cold", f"[{link}] git status, {n:,}-file repo committed on the "
+                 "server, fresh mount", "<=", 0.5, "s", git_status_cold),
+        Workload("tar_small", f"[{link}] tar x of {data.small_files} small files", "<=", 0.4,
+                 "s", tar_small),
+        Workload("cp_small", f"[{link}] cp -r of {data.cp_files} small files off the mount",
+                 "<=", 0.6, "s", cp_small),
+        Workload("stat_known", f"[{link}] stat of 200 known paths, no listing first", "<=",
+                 0.2, "s", stat_known),
+        Workload("ls_l_bigdir", f"[{link}] ls -l of a {data.bigdir_entries:,}-entry "
+                 "directory, fresh mount", "<=", 1.0, "s", ls_l_bigdir),
+        Workload("stat_during_read", f"[{link}] p95 of a stat while a big file streams",
+                 "abs<=", 0.060, "s", stat_during_read),
+        Workload("stat_during_read_capped", f"[{capped}] p95 of a stat while a big file "
+                 "streams", "abs<=", 0.060, "s", stat_during_read, mbit=cap_mbit),
     ]

@@ -142,6 +142,9 @@ class CacheCounters:
         return asdict(self)
 
 
+EPOCH_BUCKETS = 4096
+
+
 class MetadataCache:
     """What we know about remote paths, and for how long we may believe it."""
 
@@ -160,6 +163,16 @@ class MetadataCache:
                                           _link_weight, LINKS_BYTES)
         self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
         self.counters = CacheCounters()
+        # Listings fetched ahead of need (pysshfs.prefetch): they answer what exists, not
+        # what is missing, so a name created on the server after such a listing is found
+        # at once as long as nobody listed or looked it up.
+        self._guessed: _Slot[bool] = _Slot(on and config.dir_enabled, config.dir_ttl,
+                                           max(1, config.max_size // 10))
+        # Change counters, so a listing that was on the wire while something changed
+        # through the mount is not cached (it may predate the change): one per bucket of
+        # directories (a collision only costs a cache entry) and one for everything.
+        self._epochs = [0] * EPOCH_BUCKETS
+        self._epoch_all = 0
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
@@ -180,11 +193,38 @@ class MetadataCache:
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
             cached = self._dirs.get(path)
-            if cached is None:
+            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
                 self.counters.listing_misses += 1
                 return None
             self.counters.listing_hits += 1
             return list(cached[1].items())
+
+    def listing_stamp(self, path: str) -> tuple[float, int] | None:
+        """(when read, entries) of the fresh listing of `path`, or None: what identifies
+        it, so work derived from it can be reused."""
+        with self._lock:
+            cached = self._dirs.get(path)
+            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
+                return None
+            return cached[0], len(cached[1])
+
+    def has_listing(self, path: str) -> bool:
+        """A listing of `path` younger than the directory TTL is held."""
+        with self._lock:
+            cached = self._dirs.get(path)
+            return cached is not None and time.monotonic() - cached[0] <= self.config.dir_ttl
+
+    def listings_enabled(self) -> bool:
+        return self._dirs.cache is not None
+
+    def epoch(self, path: str) -> tuple[int, int]:
+        """Changes so far under directory `path` (give it back to learned_listing)."""
+        with self._lock:
+            return self._epoch_all, self._epochs[hash(path) % EPOCH_BUCKETS]
+
+    def _bump(self, path: str) -> None:
+        """Something in directory `path` changed (lock held)."""
+        self._epochs[hash(path) % EPOCH_BUCKETS] += 1
 
     def absent(self, path: str) -> bool:
         """`path` is known not to exist from a recent listing of its directory (no
@@ -198,12 +238,13 @@ class MetadataCache:
         if cached is None:
             return False
         read_at, names = cached
-        known_absent = name not in names and \
-            time.monotonic() - read_at <= self.config.negative_ttl
-        if known_absent:
-            with self._lock:
-                self.counters.negative_hits += 1
-        return known_absent
+        if name in names or time.monotonic() - read_at > self.config.negative_ttl:
+            return False
+        with self._lock:
+            if self._guessed.get(parent):
+                return False
+            self.counters.negative_hits += 1
+            return True
 
     def link(self, path: str) -> bytes | None:
         with self._lock:
@@ -227,19 +268,30 @@ class MetadataCache:
             self._negative.put(path, True)
 
     def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
-                        seed_links: bool = True) -> list[tuple[str, int]]:
+                        seed_links: bool = True, read_at: float | None = None,
+                        epoch: tuple[int, int] | None = None,
+                        guessed: bool = False) -> list[tuple[str, int]]:
         """Store a READDIR result: (name, mode) pairs, and each entry's attributes
-        (a symlink's own only when `seed_links`)."""
+        (a symlink's own only when `seed_links`). `read_at` is when the listing was asked
+        for; with `epoch` (taken then), nothing is stored when the directory changed
+        through the mount meanwhile: the listing may predate the change."""
         names: dict[str, int] = {}
         base = "" if path == "/" else path
         with self._lock:
+            if epoch is not None and epoch != (self._epoch_all,
+                                               self._epochs[hash(path) % EPOCH_BUCKETS]):
+                return [(name, attrs.mode or 0) for name, attrs in entries]
             for name, attrs in entries:
                 names[name] = attrs.mode or 0
                 child = f"{base}/{name}"
                 self._negative.drop(child)
                 if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
                     self._attrs.put(child, attrs)
-            self._dirs.put(path, (time.monotonic(), names))
+            self._dirs.put(path, (time.monotonic() if read_at is None else read_at, names))
+            if guessed:
+                self._guessed.put(path, True)
+            else:
+                self._guessed.drop(path)
         return list(names.items())
 
     def learned_link(self, path: str, target: bytes) -> None:
@@ -250,6 +302,7 @@ class MetadataCache:
     def changed(self, path: str) -> None:
         """The object's attributes changed (write, chmod, chown, utimens, truncate)."""
         with self._lock:
+            self._bump(parent_of(path))
             self._changed_locked(path)
 
     def _changed_locked(self, path: str) -> None:
@@ -281,6 +334,7 @@ class MetadataCache:
     def created(self, path: str, mode: int) -> None:
         """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""
         with self._lock:
+            self._bump(parent_of(path))
             self._attrs.drop(path)
             self._before_change.drop(path)
             self._negative.drop(path)
@@ -289,10 +343,13 @@ class MetadataCache:
             self._changed_locked(parent_of(path))  # a new entry: its mtime and ctime moved
             if stat.S_ISDIR(mode):  # we just made it: nothing is in it
                 self._dirs.put(path, (time.monotonic(), {}))
+                self._guessed.drop(path)
 
     def removed(self, path: str) -> None:
         """A name went away (unlink, rmdir)."""
         with self._lock:
+            self._bump(parent_of(path))
+            self._bump(path)
             self._attrs.drop(path)
             self._before_change.drop(path)
             self._links.drop(path)
@@ -304,6 +361,8 @@ class MetadataCache:
     def unsure(self, path: str) -> None:
         """A change of `path` failed, or may have half happened: forget all about it."""
         with self._lock:
+            self._bump(parent_of(path))
+            self._bump(path)
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(path)
@@ -313,6 +372,7 @@ class MetadataCache:
     def renamed(self, old: str, new: str) -> None:
         """Both sides of a rename, and everything below a renamed directory."""
         with self._lock:
+            self._epoch_all += 1  # whole subtrees moved
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(old)
@@ -349,8 +409,9 @@ class MetadataCache:
     def clear(self) -> None:
         """Forget everything (e.g. after a reconnect the caches are stale)."""
         with self._lock:
+            self._epoch_all += 1
             for slot in (self._attrs, self._links, self._dirs, self._negative,
-                         self._before_change):
+                         self._before_change, self._guessed):
                 slot.clear()
 
 

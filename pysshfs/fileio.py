@@ -9,14 +9,19 @@ write, flush, fsync or release of the handle: never dropped.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import threading
+import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
+
+# Sends readahead as replies arrive (one thread for all files: sends rarely block long).
+_REFILL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readahead")
 
 # The connection dropped under the request: the session reconnects, and we send it again.
 LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
@@ -34,10 +39,71 @@ class Remote(Protocol):
     def failure_cause(self, handle: Any) -> int | None: ...
 
 
+class LinkEstimate:
+    """What the link to the server carries, learnt from read replies (one per daemon:
+    one mount, one connection), to size the bytes in flight like BBR does: the delivery
+    rate (recent maximum) times the round trip without queueing (the fastest recent reply
+    less its own transfer time), half again plus 10 ms of slack, plus a chunk. More would
+    only wait in a queue on the way, and a stat() sent meanwhile would wait behind it
+    (head-of-line blocking on the one connection)."""
+
+    def __init__(self, max_cap: int) -> None:
+        self.cap = max_cap  # bytes of readahead in flight per file
+        self.max_cap = max_cap
+        self._lock = threading.Lock()
+        self._latencies: deque[float] = deque(maxlen=64)  # the last replies' round trips
+        self._delivered: deque[tuple[float, int]] = deque(maxlen=16)  # (when, bytes)
+        self._rate = 0.0  # bytes/s, recent maximum
+        self.in_flight = 0  # bytes of READs sent and not answered, all files together
+        self._room = threading.Condition(self._lock)
+
+    def admit(self, nbytes: int, wait: bool) -> bool:
+        """Count `nbytes` more in flight if under the cap (always when nothing is); with
+        `wait`, wait for room (bounded: a lost count must not stall reads for ever)."""
+        with self._room:
+            deadline = time.monotonic() + ADMIT_WAIT
+            while self.in_flight and self.in_flight + nbytes > self.cap:
+                left = deadline - time.monotonic()
+                if not wait or left <= 0:
+                    if not wait:
+                        return False
+                    break
+                self._room.wait(left)
+            self.in_flight += nbytes
+            return True
+
+    def settled(self, nbytes: int) -> None:
+        with self._room:
+            self.in_flight = max(0, self.in_flight - nbytes)
+            self._room.notify_all()
+
+    def observe(self, latency: float, nbytes: int, chunk: int) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._latencies.append(latency)
+            self._delivered.append((now, nbytes))
+            if len(self._delivered) < 4:
+                return
+            span = now - self._delivered[0][0]
+            if span > 0:
+                rate = sum(n for _, n in itertools.islice(self._delivered, 1, None)) / span
+                self._rate = max(rate, self._rate * 0.99)
+            if self._rate <= 0:
+                return
+            rtt = max(min(self._latencies) - chunk / self._rate, 0.0005)
+            cap = self._rate * (1.5 * rtt + 0.010) + chunk
+            self.cap = int(min(self.max_cap, max(2 * chunk, cap)))
+
+
+ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
+LINK = LinkEstimate(8 * 1024 * 1024)
+
+
 class OpenFile:
     """One FUSE file handle backed by one SFTP handle."""
 
-    # Readahead: window grows while reads stay sequential, up to max_window bytes.
+    # Readahead: window grows while reads stay sequential, up to max_window bytes, and
+    # while the link keeps up (see _observe).
     min_window = 256 * 1024
     max_window = 8 * 1024 * 1024
     # Write-behind: at most this many bytes unacknowledged per handle.
@@ -57,6 +123,10 @@ class OpenFile:
         self._next_expected = 0
         self._window = self.min_window
         self._eof_at: int | None = None
+        # What the link carries: readahead beyond it only queues, and a stat() sent
+        # meanwhile waits behind that queue (head-of-line blocking on the one channel).
+        self.link = LINK
+        self._ahead = (0, 0)  # readahead span beyond the kernel's last request: [lo, hi)
         # write-behind state
         self._pending: deque[tuple[Future, int, int, Any]] = deque()  # (fut, n, offset, data)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
@@ -72,6 +142,20 @@ class OpenFile:
         return self._unacked
 
     # --- reads --------------------------------------------------------------------------
+    def read_first_chunk(self) -> None:
+        """Ask for the file's first chunk now, as the handle arrives: most files opened
+        for reading are read from the start (cat, cp, git), and the reply then races the
+        kernel's first READ instead of following it."""
+        with self._lock:
+            if 0 not in self._chunks and not self._pending \
+                    and self.link.admit(self.chunk_read, wait=False):
+                self._chunks[0] = self._timed_read(0, self.chunk_read)
+
+    def adopt_first_chunk(self, fut: Future) -> None:
+        """The READ of the first chunk was sent already (the file was opened ahead)."""
+        with self._lock:
+            self._chunks.setdefault(0, fut)
+
     def read(self, size: int, offset: int) -> bytes:
         if self._pending:
             self.drain()  # a read must see this handle's own writes
@@ -90,7 +174,10 @@ class OpenFile:
         """Random access: ask for exactly what was asked, in parallel pieces if large."""
         spans = [(off, min(self.chunk_read, offset + size - off))
                  for off in range(offset, offset + size, self.chunk_read)]
-        futures = [self.remote.read_async(self.handle, off, n) for off, n in spans]
+        futures = []
+        for off, n in spans:
+            self.link.admit(n, wait=True)
+            futures.append(self._timed_read(off, n))
         parts: list[bytes] = []
         for (off, n), fut in zip(spans, futures, strict=True):
             try:
@@ -113,18 +200,29 @@ class OpenFile:
         with self._lock:
             for start in [s for s in self._chunks if s + chunk <= offset]:
                 del self._chunks[start]  # behind the reader: no longer needed
+            here = self._chunks.get(first)
+            if here is not None and here.done() and here.exception() is None \
+                    and len(here.result()) < chunk:
+                self._eof_at = first + len(here.result())  # known: ask nothing past it
             limit = end + self._window
             if self._eof_at is not None:
                 limit = min(limit, self._eof_at + 1)
-            start = first
-            while start < max(end, limit):
-                if start not in self._chunks:
-                    self._chunks[start] = self.remote.read_async(self.handle, start, chunk)
-                start += chunk
             self._window = min(self.max_window, self._window * 2)
-            needed = [(s, self._chunks[s]) for s in range(first, end, chunk)]
+            self._ahead = (end, max(end, limit))
         parts: list[bytes | memoryview] = []  # joined once: one copy of the answer
-        for start, fut in needed:
+        for start in range(first, end, chunk):
+            with self._lock:
+                fut = self._chunks.get(start)
+            if fut is None:
+                self.link.admit(chunk, wait=True)  # paced: not holding our lock
+                with self._lock:
+                    fut = self._chunks.get(start)
+                    if fut is None:
+                        fut = self._chunks[start] = self._timed_read(start, chunk)
+                    else:
+                        self.link.settled(chunk)
+            with self._lock:
+                self._send_ahead(start + chunk, max(end, limit))
             try:
                 data = fut.result()
             except OSError as exc:
@@ -140,6 +238,7 @@ class OpenFile:
             if len(data) < chunk:  # end of file (see _read_direct)
                 with self._lock:
                     self._eof_at = start + len(data)
+                    self._ahead = (0, 0)
                     # forget chunks at and after EOF: the file may grow (tail -f)
                     for later in [s for s in self._chunks if s >= start]:
                         del self._chunks[later]
@@ -148,8 +247,48 @@ class OpenFile:
             return parts[0]
         return b"".join(parts)
 
+    def _send_ahead(self, pos: int, upto: int) -> None:
+        """Readahead: the chunks from `pos` to `upto` not asked for yet, as long as the
+        link's cap has room (lock held; never waits)."""
+        chunk = self.chunk_read
+        while pos < upto:
+            if pos not in self._chunks:
+                if not self.link.admit(chunk, wait=False):
+                    break
+                self._chunks[pos] = self._timed_read(pos, chunk)
+            pos += chunk
+
+    def _refill(self) -> None:
+        """A reply arrived: send more readahead if the cap now has room (in a helper
+        thread: never send from the SFTP reader thread)."""
+        with self._lock:
+            lo, hi = self._ahead
+            if hi > lo:
+                self._send_ahead(lo - lo % self.chunk_read, hi)
+
+    def _timed_read(self, offset: int, length: int) -> Future:
+        """Send a READ already admitted by the link (its bytes count as in flight until
+        the reply)."""
+        sent = time.monotonic()
+        try:
+            fut = self.remote.read_async(self.handle, offset, length)
+        except BaseException:
+            self.link.settled(length)
+            raise
+        fut.add_done_callback(lambda f: self._observe(sent, length, f))
+        return fut
+
+    def _observe(self, sent: float, length: int, fut: Future) -> None:
+        self.link.settled(length)
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read)
+        if self._ahead[1] > self._ahead[0] and self._window > 2 * self.min_window:
+            _REFILL.submit(self._refill)  # a stream (the window grew): keep it flowing
+
     def _drop_chunks(self) -> None:
         self._chunks.clear()
+        self._ahead = (0, 0)
 
     # --- writes -------------------------------------------------------------------------
     def write(self, data: bytes, offset: int) -> int:
@@ -260,7 +399,8 @@ class OpenFile:
             self.remote.fsync(self.handle)
 
     def release(self) -> None:
-        """Wait for writes, close the remote handle; raise the first error seen."""
+        """Wait for writes, close the remote handle (unwaited: see Session.close_handle);
+        raise the first error seen."""
         error: OSError | None = None
         try:
             self.drain()

@@ -14,13 +14,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
+from pysshfs.openahead import OpenAhead
+from pysshfs.prefetch import ListingPrefetcher
 from pysshfs.servercopy import MAX_PER_CALL, copy_range
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
@@ -82,6 +84,46 @@ def _seconds(ns: int) -> int:
     return ns // 10**9
 
 
+class _Snapshot(Sequence[tuple[str, "dict[str, Any] | None"]]):
+    """One open directory's listing for READDIRPLUS, each entry's stat made when the
+    kernel's buffer reaches it: a 100,000-entry directory holds one tuple per entry, not
+    one dict."""
+
+    def __init__(self, fs: SSHFS, path: str, entries: list[tuple[str, int, Attrs | None]],
+                 with_attrs: bool) -> None:
+        self.fs = fs
+        self.base = "" if path == "/" else path
+        self.entries = entries
+        self.with_attrs = with_attrs
+
+    def __len__(self) -> int:
+        return len(self.entries) + 2
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if i < 2:
+            if i < 0:
+                raise IndexError(i)
+            return ("." if i == 0 else "..", None)
+        name, mode, attrs = self.entries[i - 2]
+        # Subdirectories always: reading a directory voids its cached atime in the
+        # kernel, and a walker's next lstat of it would cost a GETATTR.
+        shown: dict[str, Any] = {"st_mode": mode}
+        if not (self.with_attrs or stat.S_ISDIR(mode)):
+            return (name, shown)
+        if attrs is None:  # a cached listing: the attribute cache may still hold them
+            attrs = self.fs.cache.attrs(f"{self.base}/{name}")
+        if attrs is not None:
+            try:
+                shown = self.fs._stat_of(f"{self.base}/{name}", attrs)
+            except OSError:  # idmap nomap=error: the entry is listed, its stat fails
+                pass
+        return (name, shown)
+
+
 class SSHFS(Operations):
     """The mounted file system."""
 
@@ -106,7 +148,7 @@ class SSHFS(Operations):
         self._files: dict[int, OpenFile] = {}
         self._files_lock = threading.Lock()
         self._fh_counter = itertools.count(1)
-        self._dir_snapshots: dict[int, list[tuple[str, dict[str, Any] | None]]] = {}
+        self._dir_snapshots: dict[int, Sequence[Any]] = {}
         self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
         # regular file -> (size, mtime) of the attributes the kernel last had from us: an
         # open that finds others on the server drops the kernel's copies (close-to-open)
@@ -116,6 +158,14 @@ class SSHFS(Operations):
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
+        self.prefetch: ListingPrefetcher | None = None
+        if opts.get("readdir_ahead", True) and cache.listings_enabled():
+            self.prefetch = ListingPrefetcher(
+                self._prefetch_listing, cache.has_listing,
+                max_entries=max(100, cache.config.max_size // 2))
+        self.open_ahead: OpenAhead | None = None
+        if opts.get("open_ahead", True) and cache.listings_enabled():
+            self.open_ahead = OpenAhead(session, cache, self.chunk_read)
         if opts.get("debug"):
             self._trace_calls()
 
@@ -176,6 +226,10 @@ class SSHFS(Operations):
             return cached
         if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
+        if self.prefetch is not None and path != "/":
+            known = self._lookup_from_listing(path)
+            if known is not None:
+                return known
         remote = self.session.remote_path(path)
         try:
             attrs = self.session.stat(remote) if self.follow_symlinks else \
@@ -192,6 +246,24 @@ class SSHFS(Operations):
                     self.cache.learned_missing(path)
                 raise
         self.cache.learned_attrs(path, attrs)
+        return attrs
+
+    def _lookup_from_listing(self, path: str) -> Attrs | None:
+        """A lookup that missed: if its directory's listing is on its way, the answer
+        may come with it (found; missing only if that listing is one the kernel asked
+        for); if there is none, start one for the lookups that will follow there (this
+        one still asks the server directly)."""
+        parent = parent_of(path)
+        assert self.prefetch is not None
+        pending = self.prefetch.pending(parent)
+        if pending is None:
+            if not self.cache.has_listing(parent):
+                self.prefetch.start(parent)
+            return None
+        self._wait_prefetch(pending)
+        attrs = self.cache.attrs(path)
+        if attrs is None and self.cache.absent(path):
+            raise OSError(errno.ENOENT, "no such file (listed)")
         return attrs
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
@@ -274,21 +346,82 @@ class SSHFS(Operations):
         return 0
 
     # --- directories --------------------------------------------------------------------
-    def _listing(self, path: str) -> list[tuple[str, int]]:
-        entries = self.cache.listing(path)
-        return entries if entries is not None else self._fetch_listing(path)
+    def _listing(self, path: str) -> list[tuple[str, int, Attrs | None]]:
+        """(name, mode, attrs) of every entry: from the cache (attrs where still held),
+        from a prefetch on its way, or fetched now (attrs from the READDIR replies)."""
+        entries = self._cached_listing(path)
+        if entries is None and self.prefetch is not None:
+            pending = self.prefetch.pending(path)
+            if pending is not None:
+                self._wait_prefetch(pending)
+                entries = self._cached_listing(path)
+        if entries is None and self.prefetch is not None:
+            fut, mine = self.prefetch.claim(path)
+            if not mine:  # a prefetch began meanwhile
+                self._wait_prefetch(fut)
+                entries = self._cached_listing(path)
+            else:
+                try:
+                    entries = self._fetch_listing(path)
+                finally:
+                    self.prefetch.finish(path, fut)
+        if entries is None:
+            entries = self._fetch_listing(path)
+        assert entries is not None  # no limit: never None
+        return entries
 
-    def _fetch_listing(self, path: str) -> list[tuple[str, int]]:
-        listing = self.session.listdir_attr(self.session.remote_path(path))
+    def _cached_listing(self, path: str) -> list[tuple[str, int, Attrs | None]] | None:
+        """The cached listing (attributes None: the cache has them, maybe)."""
+        names = self.cache.listing(path)
+        if names is None:
+            return None
+        return [(name, mode, None) for name, mode in names]  # attrs: looked up when shown
+
+    def _fetch_listing(self, path: str, limit: int | None = None, *,
+                       guessed: bool = False) -> list[tuple[str, int, Attrs | None]] | None:
+        """List `path` on the server (None: more than `limit` entries), and cache it
+        (`guessed`: fetched ahead of need, see MetadataCache._guessed)."""
+        read_at, epoch = time.monotonic(), self.cache.epoch(path)
+        listing = self.session.listdir_attr(self.session.remote_path(path), limit)
+        if listing is None:
+            return None
         self.ids.prefetch(attrs for _, attrs in listing)  # idmap=names: one request for all
         decoded = [(name.decode("utf-8", "surrogateescape"), attrs)
                    for name, attrs in listing if name not in (b".", b"..")]
         # With follow_symlinks a link shows as its target: its own attributes are not
         # what getattr must answer.
-        return self.cache.learned_listing(path, decoded, seed_links=not self.follow_symlinks)
+        self.cache.learned_listing(path, decoded, seed_links=not self.follow_symlinks,
+                                   read_at=read_at, epoch=epoch, guessed=guessed)
+        return [(name, attrs.mode or 0,
+                 None if self.follow_symlinks and stat.S_ISLNK(attrs.mode or 0) else attrs)
+                for name, attrs in decoded]
+
+    def _prefetch_listing(self, path: str, limit: int) -> list[str] | None:
+        """A prefetcher's job: list `path` into the cache; its subdirectories' paths."""
+        entries = self._fetch_listing(path, limit, guessed=True)
+        if entries is None:
+            return None
+        base = "" if path == "/" else path
+        return [f"{base}/{name}" for name, mode, _ in entries if stat.S_ISDIR(mode)]
+
+    def _wait_prefetch(self, pending: Any) -> None:
+        try:
+            pending.result(timeout=getattr(self.session, "io_timeout", 60.0) or None)
+        except Exception as exc:  # noqa: BLE001 - a late or failed prefetch: ask directly
+            log.debug("waiting for a prefetched listing: %s", exc)
+
+    def _kernel_reads(self, path: str, entries: list[tuple[str, int, Attrs | None]]) -> None:
+        """A listing went to the kernel: tell the prefetcher (a walk shows here)."""
+        if self.prefetch is not None:
+            base = "" if path == "/" else path
+            self.prefetch.read_by_kernel(
+                path, parent_of(path),
+                [f"{base}/{name}" for name, mode, _ in entries if stat.S_ISDIR(mode)])
 
     def readdir(self, path: str, fh: int) -> list[Any]:
-        return [".", "..", *((name, {"st_mode": mode}, 0) for name, mode in self._listing(path))]
+        entries = self._listing(path)
+        self._kernel_reads(path, entries)
+        return [".", "..", *((name, {"st_mode": mode}, 0) for name, mode, _ in entries)]
 
     def opendir(self, path: str) -> int:
         return next(self._fh_counter)
@@ -297,18 +430,17 @@ class SSHFS(Operations):
         self._dir_snapshots.pop(fh, None)
         return 0
 
-    def readdir_plus(self, path: str, fh: int,
-                     offset: int = 0) -> list[tuple[str, dict[str, Any] | None]]:
+    def readdir_plus(self, path: str, fh: int, offset: int = 0) -> Sequence[Any]:
         """The listing of `path` as (name, stat) pairs, snapshot per open directory.
 
         An entry carries full attributes when we have fresh ones (READDIRPLUS: the kernel
-        then knows it without a LOOKUP, which is what makes `find` and `ls -l` cheap);
-        otherwise only its type. Offset 0 (a new listing or rewinddir) takes a new one.
+        then knows it without a LOOKUP, which is what makes `find` and `ls -l` cheap):
+        those of the READDIR replies just received, whatever the cache can hold, or the
+        cache's; otherwise only its type. Offset 0 (a new listing or rewinddir) takes a
+        new one.
         """
         if offset and fh in self._dir_snapshots:
             return self._dir_snapshots[fh]
-        base = "" if path == "/" else path
-        out: list[tuple[str, dict[str, Any] | None]] = [(".", None), ("..", None)]
         # The kernel still holds what we told it the last time (entry_timeout): names
         # alone then, which costs a fraction (a warm `ls -lR` lists every directory again).
         now = time.monotonic()
@@ -318,29 +450,23 @@ class SSHFS(Operations):
             self._told_kernel[path] = now
             if len(self._told_kernel) > 65536:
                 self._told_kernel.clear()
-        for name, mode in self._listing(path):
-            child = f"{base}/{name}"
-            # Subdirectories always: reading a directory voids its cached atime in the
-            # kernel, and a walker's next lstat of it would cost a GETATTR.
-            attrs = self.cache.attrs(child) if with_attrs or stat.S_ISDIR(mode) else None
-            shown: dict[str, Any] = {"st_mode": mode}
-            if attrs is not None:
-                try:
-                    shown = self._stat_of(child, attrs)
-                except OSError:  # idmap nomap=error: the entry is listed, its stat fails
-                    pass
-            out.append((name, shown))
-        self._dir_snapshots[fh] = out
-        return out
+        entries = self._listing(path)
+        self._kernel_reads(path, entries)
+        snapshot = _Snapshot(self, path, entries, with_attrs)
+        self._dir_snapshots[fh] = snapshot
+        return snapshot
 
     def mkdir(self, path: str, mode: int) -> int:
         remote = self.session.remote_path(path)
         try:
-            self.session.mkdir(remote, Attrs(mode=mode & 0o7777))
+            # the kernel asks for the new directory's attributes next: read them back
+            after = self.session.mkdir_and_lstat(remote, Attrs(mode=mode & 0o7777))
         except OSError as exc:
             self.cache.unsure(path)
             raise self._explain(exc, path, exists=errno.EEXIST) from None
         self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
+        if after is not None and after.mode is not None and stat.S_ISDIR(after.mode):
+            self.cache.learned_attrs(path, after)
         return 0
 
     def rmdir(self, path: str) -> int:
@@ -557,6 +683,18 @@ class SSHFS(Operations):
         server in the same round trip (an LSTAT queued right behind the OPEN; FSTAT would
         need the handle, a round trip later) and refresh our cache; when its size or
         mtime differ from what the kernel was told, the kernel's attributes and pages go."""
+        reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
+        if reading and self.open_ahead is not None:
+            taken = self.open_ahead.take(path)
+            if taken is not None:
+                rf = taken[0]
+                if rf.attrs_at_open is not None:  # read when it was opened ahead
+                    self._check_on_open(path, rf.attrs_at_open)
+                fh = self._register(path, rf, flags)
+                if taken[1] is not None:
+                    self._files[fh].adopt_first_chunk(taken[1])
+                self.open_ahead.opened(path)
+                return fh
         remote = self.session.remote_path(path)
         handle = self.session.open(remote, _sftp_open_flags(flags), read_back=True,
                                    follow=self.follow_symlinks)
@@ -564,7 +702,14 @@ class SSHFS(Operations):
             self.cache.changed(path)
         elif handle.attrs_at_open is not None:
             self._check_on_open(path, handle.attrs_at_open)
-        return self._register(path, handle, flags)
+        fh = self._register(path, handle, flags)
+        if reading:
+            known = self.cache.attrs(path)
+            if known is None or known.size:  # an empty file has nothing to fetch
+                self._files[fh].read_first_chunk()
+            if self.open_ahead is not None:
+                self.open_ahead.opened(path)
+        return fh
 
     def _check_on_open(self, path: str, fresh: Attrs) -> None:
         if fresh.mode is not None and not stat.S_ISREG(fresh.mode):
@@ -770,6 +915,10 @@ class SSHFS(Operations):
         """Unmounting: every write still pending reaches the server before we exit, or
         (the server gave no answer within the daemon's shutdown grace) is logged as lost."""
         self.kernel.detach()
+        if self.prefetch is not None:
+            self.prefetch.close()
+        if self.open_ahead is not None:
+            self.open_ahead.close()
         with self._files_lock:
             files = list(self._files.values())
             self._files.clear()

@@ -88,6 +88,12 @@ OPTIONS: tuple[Option, ...] = (
     _o("workaround", "str", None, "accepted for sshfs compatibility (no workaround is needed)"),
     _o("dir_cache", "bool", True, "cache directory listings (yes/no)", group="cache"),
     _o("cache", "bool", True, "cache attributes and listings (yes/no)", group="cache"),
+    _o("readdir_ahead", "bool", True, "list directories ahead of need (yes/no): the "
+       "directory of a lookup that missed, and subdirectories during a walk (find, ls -R, "
+       "git status); off with cache=no or dir_cache=no", group="cache", sshfs=False),
+    _o("open_ahead", "bool", True, "open the next small files of a directory ahead while a "
+       "program reads them in turn (cp -r, tar c, git status) (yes/no); off with cache=no "
+       "or dir_cache=no", group="cache", sshfs=False),
     _o("cache_timeout", "float", 20.0, "seconds cached entries stay valid", group="cache"),
     _o("cache_stat_timeout", "float", None, "seconds cached attributes stay valid",
        group="cache"),

@@ -63,6 +63,7 @@ IDEMPOTENT = frozenset({
 # retry gives when the first attempt had succeeded.
 DONE_IF = {
     "mkdir": errno.EEXIST,
+    "mkdir_and_lstat": errno.EEXIST,
     "rmdir": errno.ENOENT,
     "remove": errno.ENOENT,
     "symlink": errno.EEXIST,
@@ -552,11 +553,9 @@ class Session:
         client = self.sftp
         if client is None:
             return
-        try:
-            client.close_handle(rf.handle)
-        except OSError as exc:
-            if exc.errno not in LOST:
-                raise
+        # Unwaited: close(2) took its errors from flush, and the server handles the CLOSE
+        # before any later request on the channel.
+        client.close_handle_unwaited(rf.handle)
 
     # --- paths --------------------------------------------------------------------------
     def remote_path(self, path: str) -> bytes:

@@ -108,6 +108,7 @@ _limited = RateLimitedLog(log)
 RECV_SIZE = 256 * 1024
 OVERDUE_FACTOR = 3  # see "Deadlines" above
 READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
+READDIR_MAX_IN_FLIGHT = 16  # ... growing to this many while a big directory streams in
 _HEADER_SIZE = 4
 
 # A reply parser: (packet type, reader positioned after the id, the request) -> result.
@@ -788,6 +789,10 @@ class SFTPClient:
         self._call(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None, timeout,
                    handle.hex())
 
+    def close_handle_unwaited(self, handle: bytes) -> None:
+        """CLOSE without waiting for the answer (see _close_unwaited)."""
+        self._close_unwaited(handle)
+
     def read(self, handle: bytes, offset: int, length: int, *,
              timeout: float | None = None) -> bytes:
         """Up to `length` bytes (the server may answer fewer); b"" only at end of file."""
@@ -837,27 +842,32 @@ class SFTPClient:
         return self._send(SSH_FXP_READDIR, [string(handle)], _expect_names, "READDIR", None,
                           handle.hex())
 
-    def listdir_attr(self, path: bytes, *,
-                     timeout: float | None = None) -> list[tuple[bytes, Attrs]]:
-        """All entries of a directory except "." and "..", with their attributes.
+    def listdir_attr(self, path: bytes, limit: int | None = None, *,
+                     timeout: float | None = None) -> list[tuple[bytes, Attrs]] | None:
+        """All entries of a directory except "." and "..", with their attributes; None
+        when there are more than `limit` (the listing then stops early).
 
-        Keeps READDIR_IN_FLIGHT requests outstanding: the server answers them in order,
-        so batches arrive in directory order without a round trip between them.
+        Keeps READDIR_IN_FLIGHT requests outstanding, more (up to READDIR_MAX_IN_FLIGHT)
+        while full batches keep coming: the server answers them in order, so batches arrive
+        in directory order without a round trip between them. The first EOF ends the
+        listing: the READDIRs still in flight can only answer EOF too, and nobody waits
+        for them.
         """
         handle = self.opendir(path, timeout=timeout)
         entries: list[tuple[bytes, Attrs]] = []
         guard = ListingGuard(path, self.name)  # bounded size, only names that can exist
         try:
             in_flight = deque(self._readdir_async(handle) for _ in range(READDIR_IN_FLIGHT))
-            eof = False
             while in_flight:
                 batch = self._wait(in_flight.popleft(), timeout)
                 if batch is None:
-                    eof = True
-                    continue
-                if not eof:
-                    in_flight.append(self._readdir_async(handle))
+                    break
+                in_flight.append(self._readdir_async(handle))
+                if len(in_flight) < READDIR_MAX_IN_FLIGHT and len(batch) >= 64:
+                    in_flight.append(self._readdir_async(handle))  # a big directory
                 entries.extend(guard.accept(batch))
+                if limit is not None and len(entries) > limit:
+                    return None
         except SFTPError as exc:
             if exc.filename is None:
                 exc.filename = path_str(path)
@@ -869,17 +879,17 @@ class SFTPClient:
         return entries
 
     def _close_unwaited(self, handle: bytes) -> None:
-        """CLOSE a directory handle without waiting for the answer: nothing depends on
-        it, and the server handles it before any later request (one round trip less
-        per directory listed)."""
+        """CLOSE a handle without waiting for the answer: nothing depends on it (a
+        directory's; a file's once its writes are acknowledged), and the server handles
+        it before any later request (one round trip less per directory or file)."""
         try:
             fut = self._send(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None,
                              handle.hex())
         except OSError as exc:
-            log.debug("%s: closing directory handle: %s", self.name, exc)
+            log.debug("%s: closing handle: %s", self.name, exc)
             return
         fut.add_done_callback(lambda f: f.exception() and log.debug(
-            "%s: closing directory handle: %s", self.name, f.exception()))
+            "%s: closing handle: %s", self.name, f.exception()))
 
     def mkdir(self, path: bytes, attrs: Attrs | None = None, *,
               timeout: float | None = None) -> None:
@@ -891,6 +901,23 @@ class SFTPClient:
                 raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
                     from None
             raise self._refine(exc, path, timeout=timeout) from None
+
+    def mkdir_and_lstat(self, path: bytes, attrs: Attrs | None = None, *,
+                        timeout: float | None = None) -> Attrs | None:
+        """mkdir with the new directory's attributes read back in the same round trip
+        (see setstat_and_lstat); when MKDIR fails, that read-back tells EEXIST apart at
+        no extra cost. The attributes, or None if the read-back failed."""
+        making = self._send(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)], _expect_ok,
+                            "MKDIR", path)
+        after = self.lstat_async(path)
+        try:
+            self._wait(making, timeout)
+        except SFTPError as exc:
+            if exc.status == SSH_FX_FAILURE and self._read_back(after, timeout):
+                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
+                    from None
+            raise self._refine(exc, path, timeout=timeout) from None
+        return self._read_back(after, timeout)
 
     def rmdir(self, path: bytes, *, timeout: float | None = None) -> None:
         try:

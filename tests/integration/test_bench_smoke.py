@@ -26,6 +26,8 @@ WORKLOAD_ROWS = {
     "seq_read": "sequential read",
     "seq_write": "sequential write",
     "find": "find -printf",
+    "git_status_cold": "cold git status",
+    "ls_l_bigdir": "ls -l of a",
     "ls_lr_warm": "ls -lR",
     "tar_extract": "extract a tar",
     "git_status_warm": "git status",
@@ -103,3 +105,29 @@ def test_bench_smoke_writes_a_full_table(tmp_path: Path) -> None:
     # Nothing left behind: no mounts under the work dir, work dir removed.
     assert str(tmp_path / "work") not in Path("/proc/self/mountinfo").read_text()
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.timeout(240)
+def test_bench_smoke_over_an_emulated_link(tmp_path: Path) -> None:
+    """--rtt: the workloads run through bench/netem.py (delay and rate cap), sshfs's ssh
+    and pysshfs alike; a few of issue 10's rows, each with a number for both."""
+    require_tools()
+    out = tmp_path / "out"
+    keys = ["stat_known", "cp_small", "stat_during_read_capped"]
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--rtt", "4", "--no-install", "--out", str(out),
+         "--workdir", str(tmp_path / "work"), *[a for k in keys for a in ("--workload", k)]],
+        capture_output=True, text=True, timeout=200, cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, f"bench/run.py --rtt exited {proc.returncode}:\n" \
+                                 f"{proc.stderr[-4000:]}"
+    table = (out / "latest.md").read_text()
+    rows = table_rows(table)
+    assert len(rows) == len(keys) and all(t.startswith("[RTT 4 ms") for t in rows), table
+    assert "Mbit/s] p95 of a stat" in table and "p50" in table, table
+    record = json.loads((out / "latest.json").read_text())
+    for key in keys:
+        for kind in ("pysshfs", "sshfs"):
+            rounds = record["rounds"][key][kind]
+            assert rounds and all(r.get("value", 0) > 0 for r in rounds), (key, kind, rounds)
+    assert str(tmp_path / "work") not in Path("/proc/self/mountinfo").read_text()

@@ -1,0 +1,184 @@
+"""The round-trip budget (README, "Round trips per operation"): SFTP requests per operation.
+
+Counts, not timings: a foreground mount with -d logs every SFTP request it sends as
+"[NNNNN] OP ..."; each test reads the requests one operation caused and compares them
+with the budget, so an extra request per file or per directory cannot slip in unseen.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.support.mount import Mount, Mounter, wait_for
+
+# "[00012] LSTAT /path" - a request going out (replies read "[00012] ATTRS 45 bytes 0.3ms").
+REQUEST = re.compile(r"\[(\d{5,})\] (OPEN|OPENDIR|READDIR|READ|WRITE|CLOSE|LSTAT|STAT|FSTAT|"
+                     r"SETSTAT|FSETSTAT|MKDIR|RMDIR|REMOVE|RENAME|READLINK|SYMLINK|REALPATH|"
+                     r"[a-z-]+@openssh\.com)\b")
+
+
+# Budgets that change as round trips are cut (README: "Round trips per operation").
+READDIRS_SMALL = 4  # READDIRs sent for a directory answered in one batch (2 waited for)
+
+
+class RequestLog:
+    """The SFTP requests a foreground -d mount has sent, read from its stderr."""
+
+    def __init__(self, m: Mount) -> None:
+        self.m = m
+        self.start = 0
+
+    def _text(self) -> str:
+        return self.m.stderr_text()
+
+    def _ops(self, text: str) -> Counter[str]:
+        ops: Counter[str] = Counter()
+        seen: set[str] = set()
+        for rid, op in REQUEST.findall(text):
+            if rid not in seen:  # the first line of an id is its request
+                seen.add(rid)
+                ops[op] += 1
+        return ops
+
+    def mark(self) -> None:
+        """Count from here on, once every handle opened so far is closed again (listings
+        started in the background by earlier lookups have finished)."""
+        def quiet() -> bool:
+            ops = self._ops(self._text())
+            return ops["CLOSE"] >= ops["OPEN"] + ops["OPENDIR"]
+        assert wait_for(quiet, 10), "handles still open"
+        self.start = len(self._text())
+
+    def since_mark(self) -> Counter[str]:
+        return self._ops(self._text()[self.start:])
+
+    def settle(self, op: str, n: int = 1) -> Counter[str]:
+        """The requests since the mark, once `n` `op` requests were sent (some, like the
+        CLOSE of a released file, go out after the system call has returned)."""
+        wait_for(lambda: self.since_mark()[op] >= n, 10)
+        return self.since_mark()
+
+
+@pytest.fixture
+def counted(mounter: Mounter) -> tuple[Mount, RequestLog]:
+    root = mounter.new_root()
+    m = mounter(["-d"], foreground=True, root=root)
+    return m, RequestLog(m)
+
+
+def tree(root: Path) -> None:
+    """d/f0..f4 (100 bytes each), top-level file `top`."""
+    (root / "d").mkdir()
+    for i in range(5):
+        (root / "d" / f"f{i}").write_bytes(b"x" * 100)
+    (root / "top").write_bytes(b"t")
+
+
+def test_lookup_of_an_uncached_path(counted: tuple[Mount, RequestLog]) -> None:
+    """A path nothing is known about: one LSTAT (one round trip), and its directory's
+    listing starts meanwhile; the next lookups there of names it holds send nothing. A
+    missing name is still asked for (a listing fetched ahead does not vouch for absence:
+    a file created on the server meanwhile must show)."""
+    m, log = counted
+    tree(m.root)
+    log.mark()
+    assert os.stat(m.mnt / "top").st_size == 1
+    ops = log.settle("CLOSE")
+    assert ops["LSTAT"] == 1, ops
+    assert ops["OPENDIR"] == 1 and ops["READDIR"] <= READDIRS_SMALL, ops
+    log.mark()
+    assert stat.S_ISDIR(os.stat(m.mnt / "d").st_mode)
+    assert sum(log.since_mark().values()) == 0, log.since_mark()
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.mnt / "absent")
+    assert log.since_mark() == Counter({"LSTAT": 1}), log.since_mark()
+
+
+def test_lookups_after_a_listing_send_nothing(counted: tuple[Mount, RequestLog]) -> None:
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    for i in range(5):
+        assert os.stat(m.mnt / "d" / f"f{i}").st_size == 100
+    with pytest.raises(FileNotFoundError):
+        os.stat(m.mnt / "d" / "absent")
+    assert sum(log.since_mark().values()) == 0, log.since_mark()
+
+
+def test_stat_of_a_cached_path_sends_nothing(counted: tuple[Mount, RequestLog]) -> None:
+    m, log = counted
+    tree(m.root)
+    os.stat(m.mnt / "top")
+    log.mark()
+    for _ in range(3):
+        assert os.stat(m.mnt / "top").st_size == 1
+    assert sum(log.since_mark().values()) == 0
+
+
+def test_listing_is_opendir_readdirs_close(counted: tuple[Mount, RequestLog]) -> None:
+    """A small directory: OPENDIR, then READDIRs in flight until the first EOF (2 round
+    trips), CLOSE unwaited; `ls -l` then needs no request per entry (READDIRPLUS)."""
+    m, log = counted
+    tree(m.root)
+    os.stat(m.mnt / "d")
+    log.settle("CLOSE")  # the listing of / that lookup started
+    log.mark()
+    out = subprocess.run(["ls", "-l", str(m.mnt / "d")], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.count("\n-") == 5, out
+    ops = log.settle("CLOSE")
+    assert ops["OPENDIR"] == 1 and ops["CLOSE"] == 1, ops
+    assert ops["READDIR"] <= READDIRS_SMALL, ops
+    assert ops["LSTAT"] + ops["STAT"] == 0, ops
+
+
+def test_open_read_close_of_a_small_file(counted: tuple[Mount, RequestLog]) -> None:
+    m, log = counted
+    tree(m.root)
+    os.stat(m.mnt / "d" / "f1")
+    log.mark()
+    assert (m.mnt / "d" / "f1").read_bytes() == b"x" * 100
+    ops = log.settle("CLOSE")
+    assert ops["OPEN"] == 1 and ops["CLOSE"] == 1, ops
+    assert ops["READ"] <= 2, ops  # the first chunk, and readahead of one more at most
+    assert sum(ops.values()) <= 4, ops
+
+
+def test_create_write_close(counted: tuple[Mount, RequestLog]) -> None:
+    """OPEN with the new attributes read back (one round trip), WRITE, CLOSE."""
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")  # the name is then known absent: no LSTAT for the lookup
+    log.mark()
+    (m.mnt / "d" / "new").write_bytes(b"y" * 100)
+    ops = log.settle("CLOSE")
+    assert (m.root / "d" / "new").read_bytes() == b"y" * 100
+    assert ops == Counter({"OPEN": 1, "LSTAT": 1, "WRITE": 1, "CLOSE": 1}), ops
+
+
+def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    os.mkdir(m.mnt / "d" / "sub")
+    ops = log.since_mark()
+    assert stat.S_ISDIR((m.root / "d" / "sub").stat().st_mode)
+    # the attributes the kernel asks for next come back in the same round trip
+    assert ops == Counter({"MKDIR": 1, "LSTAT": 1}), ops
+    log.mark()
+    os.rename(m.mnt / "d" / "f0", m.mnt / "d" / "g0")
+    assert log.since_mark() == Counter({"posix-rename@openssh.com": 1})
+    assert (m.root / "d" / "g0").exists() and not (m.root / "d" / "f0").exists()
+    log.mark()
+    os.unlink(m.mnt / "d" / "g0")
+    assert log.since_mark() == Counter({"REMOVE": 1})
+    assert not (m.root / "d" / "g0").exists()

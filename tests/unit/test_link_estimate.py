@@ -1,0 +1,58 @@
+"""LinkEstimate: READ bytes in flight sized to what the link carries (pure logic)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+from pysshfs.fileio import LinkEstimate
+from pysshfs.openahead import _follows
+
+CHUNK = 256 * 1024
+
+
+def feed(link: LinkEstimate, rate: float, rtt: float, n: int = 40) -> None:
+    """Replies of one chunk each, arriving back to back at `rate` bytes/s."""
+    now = 1000.0
+    for _ in range(n):
+        now += CHUNK / rate
+        with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+            link.observe(rtt + CHUNK / rate, CHUNK, CHUNK)
+
+
+def test_a_slow_link_gets_about_its_bandwidth_delay_product() -> None:
+    link = LinkEstimate(8 * 1024 * 1024)
+    feed(link, 12.5e6, 0.020)  # 100 Mbit/s, 20 ms
+    # 250 KB in the pipe: more than two chunks would only queue
+    assert 2 * CHUNK <= link.cap <= 4 * CHUNK
+
+
+def test_a_fast_link_keeps_a_deep_window() -> None:
+    link = LinkEstimate(8 * 1024 * 1024)
+    feed(link, 100e6, 0.020)
+    assert link.cap >= 3 * 1024 * 1024
+
+
+def test_never_below_two_chunks_nor_above_the_maximum() -> None:
+    link = LinkEstimate(4 * 1024 * 1024)
+    feed(link, 1e6, 0.0001)
+    assert link.cap == 2 * CHUNK
+    feed(link, 1e9, 0.5)
+    assert link.cap == 4 * 1024 * 1024
+
+
+def test_admission() -> None:
+    link = LinkEstimate(2 * CHUNK)
+    assert link.admit(3 * CHUNK, wait=False)  # nothing in flight: always
+    assert not link.admit(CHUNK, wait=False)
+    link.settled(3 * CHUNK)
+    assert link.admit(CHUNK, wait=False) and link.admit(CHUNK, wait=False)
+    assert not link.admit(CHUNK, wait=False)
+    assert link.in_flight == 2 * CHUNK
+
+
+def test_follows() -> None:
+    names = ["a", "b", "c", "d", "e", "f", "g"]
+    order = (names, {n: i for i, n in enumerate(names)})
+    assert _follows(order, "a", "b") and _follows(order, "a", "e")
+    assert not _follows(order, "b", "a") and not _follows(order, "a", "g")
+    assert not _follows(order, "a", "zz")
