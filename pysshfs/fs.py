@@ -698,32 +698,40 @@ class SSHFS(Operations):
         remote = self.session.remote_path(path)
         handle = self.session.open(remote, _sftp_open_flags(flags), read_back=True,
                                    follow=self.follow_symlinks)
+        changed = True
         if flags & os.O_TRUNC:
             self.cache.changed(path)
         elif handle.attrs_at_open is not None:
-            self._check_on_open(path, handle.attrs_at_open)
+            changed = self._check_on_open(path, handle.attrs_at_open)
         fh = self._register(path, handle, flags)
         if reading:
             known = self.cache.attrs(path)
-            if known is None or known.size:  # an empty file has nothing to fetch
+            # An empty file has nothing to fetch; an unchanged one whose pages the kernel
+            # keeps across opens (kernel_cache, auto_cache) will not be read from us.
+            keeps_pages = not changed and (self.opts.get("kernel_cache")
+                                           or self.opts.get("auto_cache"))
+            if (known is None or known.size) and not keeps_pages:
                 self._files[fh].read_first_chunk()
             if self.open_ahead is not None:
                 self.open_ahead.opened(path)
         return fh
 
-    def _check_on_open(self, path: str, fresh: Attrs) -> None:
+    def _check_on_open(self, path: str, fresh: Attrs) -> bool:
+        """Close-to-open: True when the file may differ from what the kernel holds."""
         if fresh.mode is not None and not stat.S_ISREG(fresh.mode):
-            return
+            return True
         self.cache.learned_attrs(path, fresh)
         saw = self._kernel_saw.get(path)
         try:
             st = self._stat_of(path, fresh)  # what the kernel is told from now on
         except OSError:  # idmap nomap=error: the open works, its stat does not
-            return
+            return True
         if saw != (st["st_size"], st["st_mtime"]):
             # Changed on the server since the kernel looked (or we do not know what it
             # holds): its size would cut reads short, its pages (kernel_cache) are stale.
             self.kernel.invalidate(path)
+            return True
+        return False
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
