@@ -706,11 +706,15 @@ class SSHFS(Operations):
         fh = self._register(path, handle, flags)
         if reading:
             known = self.cache.attrs(path)
-            # An empty file has nothing to fetch; an unchanged one whose pages the kernel
-            # keeps across opens (kernel_cache, auto_cache) will not be read from us.
+            # Small files only: for them the READ sent with the handle saves the round
+            # trip that is most of their cost; a big file's first chunk may never be read
+            # (cp copies it on the server with copy_file_range). An empty file has nothing
+            # to fetch; an unchanged one whose pages the kernel keeps across opens
+            # (kernel_cache, auto_cache) will not be read from us.
+            small = known is None or 0 < (known.size or 0) <= self.chunk_read
             keeps_pages = not changed and (self.opts.get("kernel_cache")
                                            or self.opts.get("auto_cache"))
-            if (known is None or known.size) and not keeps_pages:
+            if small and not keeps_pages:
                 self._files[fh].read_first_chunk()
             if self.open_ahead is not None:
                 self.open_ahead.opened(path)
