@@ -51,6 +51,9 @@ def m(mounter: Mounter) -> Mount:
 
 
 def test_target_created_on_the_server_meanwhile_is_kept(m: Mount) -> None:
+    # A listing first, so that no listing fetched ahead is still on the wire when "b"
+    # appears on the server (it would show "b" to the kernel, which then refuses itself).
+    assert os.listdir(m.mnt) == ["a"]
     assert not (m.mnt / "b").exists()  # the kernel now holds "b" as missing
     (m.root / "b").write_bytes(b"B" * 123)  # ... and someone creates it on the server
     assert errno_of(m.mnt / "a", m.mnt / "b", RENAME_NOREPLACE) == errno.EEXIST
