@@ -87,6 +87,7 @@ def test_an_open_file_follows_its_new_name(m: Mount) -> None:
 
 
 def test_mv_n_keeps_a_target_that_appeared_on_the_server(m: Mount) -> None:
+    assert os.listdir(m.mnt) == ["a"]  # no listing ahead left on the wire (see above)
     assert not (m.mnt / "b").exists()
     (m.root / "b").write_bytes(b"B")
     subprocess.run(["mv", "-n", str(m.mnt / "a"), str(m.mnt / "b")], capture_output=True,
