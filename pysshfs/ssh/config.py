@@ -187,20 +187,18 @@ def check_command_line_names(req: ConnectRequest) -> None:
             hosts += [("HostName", v) for v in values]
         elif key.lower() == "user":
             users += [("User", v) for v in values]
-    for what, name in hosts:
-        if not valid_hostname(name):
-            raise MountError(errno.EINVAL, f"{what} '{name}'",
-                             "ssh refuses host names with quotes, spaces, control characters, "
-                             "a leading '-' or any of $`\\;&<>|(){},",
-                             "check the name: through %h in ProxyCommand or Match exec it "
-                             "would run as shell code")
-    for what, name in users:
-        if not valid_username(name):
-            raise MountError(errno.EINVAL, f"{what} '{name}'",
-                             "ssh refuses user names with quotes, control characters, a "
-                             "leading '-' or any of `;&<>|(){}",
-                             "check the name: through %r in ProxyCommand or Match exec it "
-                             "would run as shell code")
+    rules = (
+        (hosts, valid_hostname, "host names with quotes, spaces, control characters, a "
+         "leading '-' or any of $`\\;&<>|(){},", "%h"),
+        (users, valid_username, "user names with quotes, control characters, a leading '-' "
+         "or any of `;&<>|(){}", "%r"),
+    )
+    for names, valid, refused, token in rules:
+        for what, name in names:
+            if not valid(name):
+                raise MountError(errno.EINVAL, f"{what} '{name}'", f"ssh refuses {refused}",
+                                 f"check the name: through {token} in ProxyCommand or "
+                                 "Match exec it would run as shell code")
 
 
 def expand_tilde(path: str) -> str:
