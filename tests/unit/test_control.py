@@ -155,7 +155,8 @@ def test_server_answers_and_survives_errors(server: control.ControlServer) -> No
     with pytest.raises(control.ControlError, match="list of strings"):
         control.query(path, {"op": "refresh", "paths": 3})
     assert control.query(path, {"op": "status"})["ok"] is True
-    assert control.sockets() == [path]
+    # other mounts on this machine may have sockets of their own in /run/pysshfs
+    assert path in control.sockets()
 
 
 def test_close_removes_only_our_socket(server: control.ControlServer) -> None:
