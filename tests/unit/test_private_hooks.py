@@ -4,9 +4,8 @@ pushchannel.py, algorithms.py, auth.py, connection.py and fuselib.py reach into 
 libraries' internals for speed and for what their public API loses. pyproject.toml pins
 the version ranges these were tested with; when a new release renames or drops one of
 them, this test fails naming it and the range, instead of a mount failing in some
-stranger way later. Each hook in the code is marked `# type: ignore[attr-defined]` or
-typed Any (the stubs leave private names out), so `grep -n "private" pysshfs` and mypy
-find them too.
+stranger way later. In the code, mypy (with types-paramiko, which leaves private names
+out) makes each paramiko hook visible: a `# type: ignore[...]` on the line, or Any.
 """
 
 from __future__ import annotations
