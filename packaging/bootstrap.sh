@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a Debian/Ubuntu machine for pysshfs: the system packages it needs, a .venv in the
-# repository, and pysshfs installed there (editable) with its test dependencies.
+# repository, and pysshfs installed there (editable) with its test and lint dependencies.
 # Idempotent: run it as often as you like. Needs root or sudo only when packages are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,5 +40,5 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv"
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,lint]'
 echo "bootstrap: ready ($(.venv/bin/python --version), $(.venv/bin/pysshfs -V 2>&1 | sed -n 1p))"

@@ -54,17 +54,18 @@ def copy_range(remote: Remote, src: Any, src_offset: int, length: int, dst: Any,
         if not sent:
             break
         rel, n, fut = sent.popleft()
-        exc = _outcome(fut)
+        failure = _outcome(fut)
         tries = 1
-        while exc is not None and exc.errno in LOST and error is None and tries < RETRIES:
+        while failure is not None and failure.errno in LOST and error is None \
+                and tries < RETRIES:
             log.info("copy-data piece at %d lost with the connection; sending it again", rel)
             tries += 1
             try:
-                exc = _outcome(send(rel, n))
+                failure = _outcome(send(rel, n))
             except OSError as again:
-                exc = again
-        if exc is not None and error is None:
-            error = exc
+                failure = again
+        if failure is not None and error is None:
+            error = failure
         if error is None:
             done = rel + n
         # after an error: still wait for what is in flight, but send nothing more

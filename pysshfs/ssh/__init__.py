@@ -5,12 +5,17 @@ Everything above this package sees only `connect(ConnectRequest) -> SSHConnectio
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pysshfs.ssh.request import ConnectRequest
+
+if TYPE_CHECKING:  # for the type checker only: at run time they come lazily, below
+    from pysshfs.ssh.connection import SSHConnection, connect
 
 __all__ = ["ConnectRequest", "SSHConnection", "connect"]
 
 
-def __getattr__(name: str):  # lazy: importing the request type must not import paramiko
+def __getattr__(name: str) -> Any:  # lazy: importing the request type must not import paramiko
     if name in ("SSHConnection", "connect"):
         from pysshfs.ssh import connection
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 from paramiko.agent import AgentSSH
+from paramiko.pkey import UnknownKeyType
 
 from pysshfs.errors import MountError
 from pysshfs.ssh import prompt
@@ -51,10 +52,10 @@ class _Agent(AgentSSH):
         super().__init__()
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
-        self._connect(conn)
+        self._connect(conn)  # type: ignore[attr-defined]  # private: test_private_hooks
 
     def close(self) -> None:
-        self._close()
+        self._close()  # type: ignore[attr-defined]  # private: test_private_hooks
 
 
 @dataclass
@@ -252,11 +253,12 @@ class Authenticator:
         kept = self.secrets.keys.get(path)
         if kept is not None:
             return kept
+        key: paramiko.PKey | None
         try:
             key = paramiko.PKey.from_path(path)
         except TypeError:  # encrypted: needs its passphrase
             key = self._load_encrypted(path)
-        except (OSError, ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as e:
+        except (OSError, ValueError, paramiko.SSHException, UnknownKeyType) as e:
             log.debug("cannot load key %s: %s", short_path(path), e)
             return None
         if key is not None:
@@ -278,7 +280,9 @@ class Authenticator:
             if not passphrase:
                 return None
             try:
-                return paramiko.PKey.from_path(path, passphrase.encode())
+                # bytes, though paramiko's hint says str: cryptography underneath wants
+                # bytes and raises TypeError for a str.
+                return paramiko.PKey.from_path(path, passphrase.encode())  # type: ignore[arg-type]
             except (TypeError, ValueError, paramiko.SSHException):
                 log.info("Bad passphrase for %s, try again.", short_path(path))
         return None

@@ -175,7 +175,8 @@ def _tell_agreements(t: paramiko.Transport) -> None:
 
     def agreement(which: str, local: str, remote: str) -> None:
         if which == "HostKey":  # the kex algorithm was just chosen too
-            kex = next((n for n, c in t._kex_info.items() if type(t.kex_engine) is c), "?")
+            kex = next((n for n, c in t._kex_info.items()  # type: ignore[attr-defined]
+                        if type(t.kex_engine) is c), "?")
             log.debug("kex: algorithm: %s", kex)
         if which == "MAC" and "gcm" in (t.local_cipher or ""):
             local = remote = "<implicit>"
@@ -184,7 +185,7 @@ def _tell_agreements(t: paramiko.Transport) -> None:
         else:
             log.debug("kex: %s: client->server %s, server->client %s", which, local, remote)
 
-    t._log_agreement = agreement  # type: ignore[method-assign]
+    t._log_agreement = agreement
 
 
 def _handshake_error(e: BaseException, target: ResolvedTarget, sock: Any = None) -> MountError:

@@ -155,8 +155,11 @@ def test_server_answers_and_survives_errors(server: control.ControlServer) -> No
     with pytest.raises(control.ControlError, match="list of strings"):
         control.query(path, {"op": "refresh", "paths": 3})
     assert control.query(path, {"op": "status"})["ok"] is True
-    # other mounts on this machine may have sockets of their own in /run/pysshfs
-    assert path in control.sockets()
+    # ours first (XDG_RUNTIME_DIR); as root /run/pysshfs follows, with the sockets of any
+    # other mount running on this machine
+    found = control.sockets()
+    assert found[0] == path and path not in found[1:], found
+    assert [p for p in found if p.parent == path.parent] == [path], found
 
 
 def test_close_removes_only_our_socket(server: control.ControlServer) -> None:
