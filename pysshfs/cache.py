@@ -13,13 +13,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from cachetools import TTLCache
 
+from pysshfs.mountspec import MountOptions
 from pysshfs.sftp.codec import Attrs
 
 T = TypeVar("T")
+
+
+_DEFAULT_OPTIONS = MountOptions()  # the option table's defaults, for a 0 given (see below)
 
 
 def parent_of(path: str) -> str:
@@ -42,19 +46,19 @@ class CacheConfig:
     kernel_entry_ttl: float = 0.0  # what the kernel keeps of names we tell it (entry_timeout)
 
     @classmethod
-    def from_options(cls, opts: dict[str, Any]) -> CacheConfig:
+    def from_options(cls, opts: MountOptions) -> CacheConfig:
         """The caches for the -o options; the kernel's share (kernel_timeouts) of the
         attribute and negative TTLs is taken off ours, so no answer outlives the TTL."""
         base, stat_ttl = _ttl_options(opts)
         kernel = kernel_timeouts(opts)
         return cls(
-            enabled=bool(opts.get("cache", True)),
-            dir_enabled=bool(opts.get("dir_cache", True)),
+            enabled=opts.cache,
+            dir_enabled=opts.dir_cache,
             stat_ttl=max(0.0, stat_ttl - kernel["attr_timeout"]),
-            dir_ttl=float(opts.get("cache_dir_timeout") or base),
-            link_ttl=float(opts.get("cache_link_timeout") or base),
+            dir_ttl=opts.cache_dir_timeout or base,
+            link_ttl=opts.cache_link_timeout or base,
             negative_ttl=max(0.0, stat_ttl - kernel["negative_timeout"]),
-            max_size=int(opts.get("cache_max_size") or 10000),
+            max_size=opts.cache_max_size or _DEFAULT_OPTIONS.cache_max_size,  # 0: default
             kernel_entry_ttl=kernel["entry_timeout"],
         )
 
@@ -415,7 +419,7 @@ class MetadataCache:
                 slot.clear()
 
 
-def kernel_timeouts(opts: dict[str, Any]) -> dict[str, float]:
+def kernel_timeouts(opts: MountOptions) -> dict[str, float]:
     """How long the kernel may trust names and attributes without asking us.
 
     Half of each cache TTL goes to the kernel, the other half to our own cache (see
@@ -423,16 +427,16 @@ def kernel_timeouts(opts: dict[str, Any]) -> dict[str, float]:
     sshfs makes, while repeated stat()s (git status, make) never leave the kernel.
     cache=no: 0, so a change on the server shows at once. -o entry_timeout= etc. override.
     """
-    stat_ttl = _ttl_options(opts)[1] if opts.get("cache", True) else 0.0
-    out = {"entry_timeout": stat_ttl / 2, "attr_timeout": stat_ttl / 2,
-           "negative_timeout": stat_ttl / 2}
-    for key in out:
-        if opts.get(key) is not None:
-            out[key] = float(opts[key])
-    return out
+    half = (_ttl_options(opts)[1] if opts.cache else 0.0) / 2
+    given = {"entry_timeout": opts.entry_timeout, "attr_timeout": opts.attr_timeout,
+             "negative_timeout": opts.negative_timeout}
+    return {key: half if value is None else value for key, value in given.items()}
 
 
-def _ttl_options(opts: dict[str, Any]) -> tuple[float, float]:
-    """(cache_timeout, cache_stat_timeout) as given, sshfs's 20 s by default."""
-    base = float(opts.get("cache_timeout") or 20.0)
-    return base, float(opts.get("cache_stat_timeout") or base)
+def _ttl_options(opts: MountOptions) -> tuple[float, float]:
+    """(cache_timeout, cache_stat_timeout) as given, sshfs's 20 s by default.
+
+    A 0 reads as "not given" (the default), as it always has here; sshfs takes 0 as
+    "expire at once", so this may be worth changing on purpose, not by accident."""
+    base = opts.cache_timeout or _DEFAULT_OPTIONS.cache_timeout
+    return base, opts.cache_stat_timeout or base

@@ -1,4 +1,4 @@
-"""argv → MountSpec, sshfs-compatible; `main()` is the `pysshfs` command.
+"""argv → MountSpec (pysshfs.mountspec), sshfs-compatible; `main()` is the `pysshfs` command.
 
 Options may stand before, between or after the two positionals (mount(8) puts `-o` last).
 """
@@ -9,11 +9,11 @@ import errno
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from pysshfs import __version__, options, system
 from pysshfs.errors import MountError
+from pysshfs.mountspec import MountOptions, MountSpec
 from pysshfs.ssh.request import ConnectRequest
 
 USAGE = "usage: pysshfs [user@]host:[dir] mountpoint [options]"
@@ -21,22 +21,6 @@ STATUS_USAGE = "usage: pysshfs status [MOUNTPOINT] [--json]"
 REFRESH_USAGE = "usage: pysshfs refresh MOUNTPOINT [PATH...]"
 # Subcommands: a remote source always has a ':', so these words never are one.
 SUBCOMMANDS = ("status", "refresh")
-
-
-@dataclass
-class MountSpec:
-    """Everything a mount needs, parsed and typed, nothing connected yet."""
-
-    host: str
-    remote_path: str  # "" = the login directory
-    mountpoint: str
-    source: str  # as typed, for fsname and messages
-    user: str | None = None
-    foreground: bool = False
-    debug: bool = False
-    single_thread: bool = False
-    opts: dict[str, Any] = field(default_factory=options.defaults)
-    ssh: ConnectRequest = field(default_factory=lambda: ConnectRequest(host=""))
 
 
 class HelpRequested(Exception):
@@ -85,8 +69,10 @@ def parse_source(text: str) -> tuple[str | None, str, str]:
     return user, host, path
 
 
-def _store(values: dict[str, Any], ssh_opts: dict[str, str | list[str]], item: str) -> None:
-    """Apply one `name[=value]` from a -o list."""
+def _store(values: dict[str, Any], mount_flags: list[str],
+           ssh_opts: dict[str, str | list[str]], item: str) -> None:
+    """Apply one `name[=value]` from a -o list: `values` gets MountOptions fields,
+    `mount_flags` the mount(8) flags, `ssh_opts` the ssh_config keywords."""
     name, eq, raw = item.partition("=")
     raw_value: str | None = raw if eq else None
     # `user` alone is fstab's "users may mount this", not ssh's User keyword.
@@ -94,9 +80,8 @@ def _store(values: dict[str, Any], ssh_opts: dict[str, str | list[str]], item: s
         options.lookup(name)
     if opt is None:
         if raw_value is None and name in options.KERNEL_MOUNT_FLAGS:
-            flags: list[str] = values.setdefault("mount_flags", [])
             opposite = options.KERNEL_MOUNT_FLAGS[name]
-            flags[:] = [f for f in flags if f not in (name, opposite)] + [name]
+            mount_flags[:] = [f for f in mount_flags if f not in (name, opposite)] + [name]
             return
         if options.is_generic_mount_option(name, raw_value):
             return
@@ -125,7 +110,8 @@ def _store(values: dict[str, Any], ssh_opts: dict[str, str | list[str]], item: s
 
 def parse_args(argv: list[str]) -> MountSpec:
     """Parse the command line; raises MountError for anything malformed."""
-    values = options.defaults()
+    values: dict[str, Any] = {}  # MountOptions fields given; the rest keep their defaults
+    mount_flags: list[str] = []
     ssh_opts: dict[str, str | list[str]] = {}
     positionals: list[str] = []
     foreground = debug = single = compression = False
@@ -160,7 +146,7 @@ def parse_args(argv: list[str]) -> MountSpec:
         elif arg == "-o" or (arg.startswith("-o") and len(arg) > 2):
             text = take_value("-o") if arg == "-o" else arg[2:]
             for item in options.split_option_string(text):
-                _store(values, ssh_opts, item)
+                _store(values, mount_flags, ssh_opts, item)
         elif arg == "-p" or (arg.startswith("-p") and arg[2:].isdigit()):
             text = take_value("-p") if arg == "-p" else arg[2:]
             try:
@@ -189,7 +175,7 @@ def parse_args(argv: list[str]) -> MountSpec:
     user, host, path = parse_source(source)
 
     debug = debug or bool(values.pop("debug", False))
-    values["debug"] = debug
+    opts = MountOptions(**values, debug=debug, mount_flags=tuple(mount_flags))
     if compression:
         ssh_opts.setdefault("Compression", "yes")
     if port is None and "Port" in ssh_opts:
@@ -202,7 +188,7 @@ def parse_args(argv: list[str]) -> MountSpec:
         port=port,
         config_file=config_file,
         options=ssh_opts,
-        password_stdin=bool(values.get("password_stdin")),
+        password_stdin=opts.password_stdin,
         debug=debug,
     )
     return MountSpec(
@@ -214,7 +200,7 @@ def parse_args(argv: list[str]) -> MountSpec:
         foreground=foreground or debug,
         debug=debug,
         single_thread=single,
-        opts=values,
+        opts=opts,
         ssh=request,
     )
 

@@ -27,8 +27,8 @@ import time
 from typing import Any
 
 from pysshfs.cache import kernel_timeouts
-from pysshfs.cli import MountSpec
 from pysshfs.errors import MountError
+from pysshfs.mountspec import MountSpec
 from pysshfs.sanitize import SafeFormatter
 from pysshfs.system import warn_allow_other
 
@@ -84,22 +84,22 @@ def fuse_options(spec: MountSpec) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "foreground": True,  # we detach ourselves, after the mount works
         "nothreads": spec.single_thread,
-        "fsname": _escape(o.get("fsname") or spec.source),
-        "subtype": _escape(o.get("subtype") or "pysshfs"),
+        "fsname": _escape(o.fsname or spec.source),
+        "subtype": _escape(o.subtype or "pysshfs"),
     }
-    for flag in ("ro", "allow_other", "allow_root", "default_permissions", "kernel_cache",
-                 "auto_cache", "direct_io"):
-        if o.get(flag):
-            kw[flag] = True
+    flags = {"ro": o.ro, "allow_other": o.allow_other, "allow_root": o.allow_root,
+             "default_permissions": o.default_permissions, "kernel_cache": o.kernel_cache,
+             "auto_cache": o.auto_cache, "direct_io": o.direct_io}
+    kw.update((flag, True) for flag, given in flags.items() if given)
     if _fuse_major() >= 3 and not spec.single_thread:
         # libfuse 3.14 passes an unset max_idle_threads (UINT_MAX) on and prints
         # "Ignoring invalid max threads value" on every mount (libfuse#1003): set it.
         kw["max_idle_threads"] = 10
-    for flag in o.get("mount_flags") or ():  # noexec (fstab's `user`), sync, noatime...
+    for flag in o.mount_flags:  # noexec (fstab's `user`), sync, noatime...
         kw[flag] = True
     kw.update(kernel_timeouts(o))
-    if o.get("max_read") is not None:
-        kw["max_read"] = o["max_read"]
+    if o.max_read is not None:
+        kw["max_read"] = o.max_read
     return kw
 
 
@@ -169,9 +169,9 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
     from pysshfs.fuselib import FUSE
     from pysshfs.session import Session
 
-    session = Session(spec.ssh, spec.remote_path, sftp_server=spec.opts.get("sftp_server"),
-                      label=spec.source, reconnect=bool(spec.opts.get("reconnect", True)),
-                      io_timeout=float(spec.opts.get("io_timeout") or 0))
+    session = Session(spec.ssh, spec.remote_path, sftp_server=spec.opts.sftp_server,
+                      label=spec.source, reconnect=spec.opts.reconnect,
+                      io_timeout=spec.opts.io_timeout)
     session.connect()
     mounted: dict[str, Any] = {"yes": False, "guard": None}
     before = os.stat(spec.mountpoint)
@@ -198,8 +198,9 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
 
         fuse = current_fuse()  # we are in libfuse's init callback: its context is ours
         if fuse is not None and mounted["guard"] is None:
-            mounted["guard"] = ShutdownGuard(session, fuse)
-            mounted["guard"].start()
+            guard = ShutdownGuard(session, fuse)
+            mounted["guard"] = guard
+            guard.start()
         threading.Thread(target=confirm, name="mount-confirm", daemon=True).start()
 
     ops = SSHFS(session, MetadataCache(CacheConfig.from_options(spec.opts)), spec.opts,

@@ -21,6 +21,7 @@ from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
 from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
+from pysshfs.mountspec import MountOptions
 from pysshfs.openahead import OpenAhead
 from pysshfs.prefetch import ListingPrefetcher
 from pysshfs.servercopy import MAX_PER_CALL, copy_range
@@ -130,21 +131,21 @@ class SSHFS(Operations):
     use_ns = True  # times travel as integer nanoseconds
     rename_takes_flags = True  # renameat2 flags reach rename() (see fuselib.FUSE)
 
-    def __init__(self, session: Any, cache: MetadataCache, opts: dict[str, Any], *,
+    def __init__(self, session: Any, cache: MetadataCache, opts: MountOptions, *,
                  on_mounted: Callable[[], None] | None = None) -> None:
         self.session = session
         self.cache = cache
         self.opts = opts
         self.on_mounted = on_mounted
-        self.read_only = bool(opts.get("ro"))
-        self.follow_symlinks = bool(opts.get("follow_symlinks"))
-        self.force_uid: int | None = opts.get("uid")
-        self.force_gid: int | None = opts.get("gid")
-        self.umask: int = opts.get("umask") or 0
+        self.read_only = opts.ro
+        self.follow_symlinks = opts.follow_symlinks
+        self.force_uid: int | None = opts.uid
+        self.force_gid: int | None = opts.gid
+        self.umask: int = opts.umask or 0
         self.ids = self._id_mapper(opts)
         self.links = SymlinkPolicy(session.root,
-                                   transform=bool(opts.get("transform_symlinks")),
-                                   contain=not opts.get("no_contain_symlinks"))
+                                   transform=opts.transform_symlinks,
+                                   contain=not opts.no_contain_symlinks)
         self._files: dict[int, OpenFile] = {}
         self._files_lock = threading.Lock()
         self._fh_counter = itertools.count(1)
@@ -159,26 +160,26 @@ class SSHFS(Operations):
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
         self.prefetch: ListingPrefetcher | None = None
-        if opts.get("readdir_ahead", True) and cache.listings_enabled():
+        if opts.readdir_ahead and cache.listings_enabled():
             self.prefetch = ListingPrefetcher(
                 self._prefetch_listing, cache.has_listing,
                 max_entries=max(100, cache.config.max_size // 2))
         self.open_ahead: OpenAhead | None = None
-        if opts.get("open_ahead", True) and cache.listings_enabled():
+        if opts.open_ahead and cache.listings_enabled():
             self.open_ahead = OpenAhead(session, cache, self.chunk_read)
-        if opts.get("debug"):
+        if opts.debug:
             self._trace_calls()
 
     # --- set-up -------------------------------------------------------------------------
-    def _id_mapper(self, opts: dict[str, Any]) -> IdMapper:
-        mode = opts.get("idmap") or "none"
+    def _id_mapper(self, opts: MountOptions) -> IdMapper:
+        mode = opts.idmap
         if mode == "file":
-            return IdMapper.from_files(opts.get("uidfile"), opts.get("gidfile"),
-                                       strict=opts.get("nomap") == "error")
+            return IdMapper.from_files(opts.uidfile, opts.gidfile,
+                                       strict=opts.nomap == "error")
         if mode == "names":
             if self.session.has_extension("users-groups-by-id@openssh.com"):
                 return ByNameIdMapper(self.session.users_groups_by_id,
-                                      strict=opts.get("nomap") == "error")
+                                      strict=opts.nomap == "error")
             log.warning("idmap=names: the server does not name its ids "
                         "(users-groups-by-id@openssh.com, OpenSSH 9.1+); ids are shown as "
                         "they are (idmap=none)")
@@ -712,8 +713,8 @@ class SSHFS(Operations):
             # to fetch; an unchanged one whose pages the kernel keeps across opens
             # (kernel_cache, auto_cache) will not be read from us.
             small = known is None or 0 < (known.size or 0) <= self.chunk_read
-            keeps_pages = not changed and (self.opts.get("kernel_cache")
-                                           or self.opts.get("auto_cache"))
+            keeps_pages = not changed and (self.opts.kernel_cache
+                                           or self.opts.auto_cache)
             if small and not keeps_pages:
                 self._files[fh].read_first_chunk()
             if self.open_ahead is not None:
@@ -915,7 +916,7 @@ class SSHFS(Operations):
 
     def init_with_config(self, conn: Any, config: Any) -> None:
         """The kernel's INIT: agree on request sizes, then tell the daemon we are mounted."""
-        max_read = self.opts.get("max_read")
+        max_read = self.opts.max_read
         if conn is not None and max_read and hasattr(conn, "max_read"):
             # libfuse 3 refuses the mount unless init() repeats the -o max_read value.
             conn.max_read = int(max_read)

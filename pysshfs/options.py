@@ -1,7 +1,9 @@
 """The one table of `-o` options: name, type, default, help.
 
 `pysshfs -h`, the README option table and the man page are generated from (or checked
-against) `OPTIONS`; the CLI parses `-o` with it. Adding an option means adding a row here.
+against) `OPTIONS`; the CLI parses `-o` with it into `pysshfs.mountspec.MountOptions`.
+Adding an option means adding a row here (and, unless it is an ssh_config keyword, the
+field of that name in MountOptions, typed; a unit test says which one is missing).
 """
 
 from __future__ import annotations
@@ -264,11 +266,11 @@ def lookup(name: str) -> Option | None:
 
 
 def defaults() -> dict[str, Any]:
-    """Every option's default, keyed by dest (aliases do not override their target)."""
+    """Every option's default, keyed by dest (aliases do not override their target);
+    `pysshfs.mountspec.MountOptions` takes its field defaults from here."""
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         values.setdefault(opt.key, opt.default)
-    values["mount_flags"] = []  # KERNEL_MOUNT_FLAGS given, in order, for libfuse
     return values
 
 

@@ -16,9 +16,9 @@ import errno
 import logging
 import os
 import pwd
-from typing import Any
 
 from pysshfs.errors import MountError
+from pysshfs.mountspec import MountOptions
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def user_allow_other(path: str = FUSE_CONF) -> bool:
     return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
 
 
-def check_can_mount(opts: dict[str, Any], *, euid: int | None = None,
+def check_can_mount(opts: MountOptions, *, euid: int | None = None,
                     fuse_conf: str = FUSE_CONF, device: str = FUSE_DEVICE) -> None:
     """Raise MountError for what fusermount3/libfuse would refuse to this (non-root) user."""
     if (os.geteuid() if euid is None else euid) == 0:
@@ -63,7 +63,8 @@ def check_can_mount(opts: dict[str, Any], *, euid: int | None = None,
         raise MountError(errno.EACCES, f"cannot open {device}",
                          "this user may not use FUSE",
                          f"a Debian system has it crw-rw-rw-: as root, chmod 0666 {device}")
-    wanted = [name for name in ("allow_other", "allow_root") if opts.get(name)]
+    given = {"allow_other": opts.allow_other, "allow_root": opts.allow_root}
+    wanted = [name for name, on in given.items() if on]
     if wanted and not user_allow_other(fuse_conf):
         raise MountError(errno.EPERM, f"option '{wanted[0]}'",
                          f"only root may use it while {fuse_conf} lacks 'user_allow_other'",
@@ -71,7 +72,7 @@ def check_can_mount(opts: dict[str, Any], *, euid: int | None = None,
                          f"or mount without {wanted[0]}")
 
 
-def warn_allow_other(opts: dict[str, Any], source: str) -> None:
+def warn_allow_other(opts: MountOptions, source: str) -> None:
     """Once mounted: warn a user who shares the mount with every local user unchecked.
 
     With allow_other and without default_permissions nobody checks a file's mode against
@@ -79,7 +80,7 @@ def warn_allow_other(opts: dict[str, Any], source: str) -> None:
     and writes with that user's rights. sshfs mounts so too, and so do we; but we say it
     (on stderr while there is one, and in the log).
     """
-    if opts.get("allow_other") and not opts.get("default_permissions"):
+    if opts.allow_other and not opts.default_permissions:
         log.warning("warning: allow_other without default_permissions: every local user "
                     "can read and change %s with your rights on the server (add -o "
                     "default_permissions to have the kernel check each file's mode and "

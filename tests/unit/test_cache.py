@@ -156,16 +156,17 @@ def test_attrs_before_change_survive_a_change_but_not_a_new_file() -> None:
 
 def test_config_from_options_splits_each_ttl_with_the_kernel() -> None:
     from pysshfs.cache import kernel_timeouts
+    from pysshfs.mountspec import MountOptions
 
-    opts = {"cache_timeout": 4.0}
+    opts = MountOptions(cache_timeout=4.0)
     config = CacheConfig.from_options(opts)
     kernel = kernel_timeouts(opts)
     assert kernel == {"entry_timeout": 2.0, "attr_timeout": 2.0, "negative_timeout": 2.0}
     assert (config.stat_ttl, config.negative_ttl, config.dir_ttl) == (2.0, 2.0, 4.0)
     assert config.kernel_entry_ttl == 2.0
-    off = CacheConfig.from_options({"cache": False})
+    off = CacheConfig.from_options(MountOptions(cache=False))
     assert not off.enabled and off.kernel_entry_ttl == 0.0
-    assert kernel_timeouts({"cache": False})["attr_timeout"] == 0.0
+    assert kernel_timeouts(MountOptions(cache=False))["attr_timeout"] == 0.0
 
 
 def test_entry_changes_drop_the_parents_attributes() -> None:

@@ -9,6 +9,7 @@ import pytest
 from pysshfs import options
 from pysshfs.cli import HelpRequested, VersionRequested, parse_args, parse_source
 from pysshfs.errors import MountError
+from pysshfs.mountspec import MountOptions
 
 
 @pytest.mark.parametrize(
@@ -46,9 +47,9 @@ def test_options_anywhere_and_repeated() -> None:
     spec = parse_args(["-o", "ro", "h:/d", "-p", "2222", "/mnt", "-oIdentityFile=/k1",
                        "-o", "IdentityFile=/k2,uid=1000,reconnect=no", "-f"])
     assert spec.host == "h" and spec.remote_path == "/d" and spec.mountpoint == "/mnt"
-    assert spec.opts["ro"] is True
-    assert spec.opts["uid"] == 1000
-    assert spec.opts["reconnect"] is False
+    assert spec.opts.ro is True
+    assert spec.opts.uid == 1000
+    assert spec.opts.reconnect is False
     assert spec.ssh.port == 2222
     assert spec.ssh.options["IdentityFile"] == ["/k1", "/k2"]
     assert spec.foreground
@@ -122,7 +123,7 @@ def test_bad_values_are_one_clear_error(args: list[str], fragment: str) -> None:
 def test_escaped_comma_stays_in_value() -> None:
     spec = parse_args(["h:", "/m", "-o", r"Ciphers=aes128-ctr\,aes256-ctr,ro"])
     assert spec.ssh.options["Ciphers"] == "aes128-ctr,aes256-ctr"
-    assert spec.opts["ro"]
+    assert spec.opts.ro
 
 
 def test_help_and_version() -> None:
@@ -140,32 +141,32 @@ def test_help_lists_every_option() -> None:
 
 def test_cache_aliases_share_destination() -> None:
     spec = parse_args(["h:", "/m", "-o", "dcache_timeout=5,dcache_max_size=77"])
-    assert spec.opts["cache_timeout"] == 5.0
-    assert spec.opts["cache_max_size"] == 77
-    assert options.defaults()["cache_timeout"] == 20.0
+    assert spec.opts.cache_timeout == 5.0
+    assert spec.opts.cache_max_size == 77
+    assert MountOptions().cache_timeout == 20.0
 
 
 def test_mount8_flags_are_kept_for_libfuse_last_word_wins() -> None:
     spec = parse_args(["h:", "/m", "-o", "rw,noexec,nosuid,nodev,user,exec,noexec,noatime,sync"])
-    assert spec.opts["mount_flags"] == ["noexec", "noatime", "sync"]
-    assert parse_args(["h:", "/m"]).opts["mount_flags"] == []
+    assert spec.opts.mount_flags == ("noexec", "noatime", "sync")
+    assert parse_args(["h:", "/m"]).opts.mount_flags == ()
 
 
 def test_suid_and_dev_are_accepted_but_never_applied() -> None:
     spec = parse_args(["h:", "/m", "-o", "rw,dev,suid"])  # what mount.fuse3 adds for root
-    assert spec.opts["mount_flags"] == []
+    assert spec.opts.mount_flags == ()
 
 
 def test_contain_symlinks_undoes_no_contain_symlinks() -> None:
-    assert parse_args(["h:", "/m"]).opts["no_contain_symlinks"] is False
+    assert parse_args(["h:", "/m"]).opts.no_contain_symlinks is False
     spec = parse_args(["h:", "/m", "-o", "no_contain_symlinks"])
-    assert spec.opts["no_contain_symlinks"] is True
+    assert spec.opts.no_contain_symlinks is True
     spec = parse_args(["h:", "/m", "-o", "no_contain_symlinks,contain_symlinks"])
-    assert spec.opts["no_contain_symlinks"] is False
+    assert spec.opts.no_contain_symlinks is False
 
 
 def test_nomap_defaults_to_error_as_in_sshfs() -> None:
-    assert parse_args(["h:", "/m", "-o", "idmap=file"]).opts["nomap"] == "error"
+    assert parse_args(["h:", "/m", "-o", "idmap=file"]).opts.nomap == "error"
 
 
 @pytest.mark.parametrize("name", [o.name for o in options.SSHFS_ONLY if o.accepted])

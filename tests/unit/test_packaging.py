@@ -59,7 +59,7 @@ def test_systemd_example_pair() -> None:
     # systemd runs: mount What Where -t Type -o Options -> pysshfs What Where -o Options
     spec = parse_args([m["Mount"]["What"], m["Mount"]["Where"], "-o", m["Mount"]["Options"]])
     assert spec.host == "build-box" and spec.user == "alice"
-    assert spec.opts["allow_other"] and spec.opts["uid"] == 1000
+    assert spec.opts.allow_other and spec.opts.uid == 1000
     if shutil.which("systemd-escape"):
         name = subprocess.run(["systemd-escape", "--path", "/mnt/data"], capture_output=True,
                               text=True, check=True).stdout.strip()

@@ -11,6 +11,7 @@ import pytest
 
 from pysshfs import system
 from pysshfs.errors import MountError
+from pysshfs.mountspec import MountOptions
 
 
 @pytest.mark.parametrize("text, allowed", [
@@ -39,24 +40,25 @@ def test_user_asking_for_allow_other_without_fuse_conf(tmp_path: Path, option: s
     device = tmp_path / "fuse"
     device.write_text("")
     with pytest.raises(MountError) as info:
-        system.check_can_mount({option: True}, euid=1000, fuse_conf=str(conf),
+        system.check_can_mount(MountOptions(**{option: True}), euid=1000, fuse_conf=str(conf),
                                device=str(device))
     assert info.value.errno == errno.EPERM
     assert str(info.value) == (
         f"option '{option}': only root may use it while {conf} lacks 'user_allow_other' "
         f"(fix: add the line user_allow_other to {conf} as root, or mount without {option})")
     conf.write_text("user_allow_other\n")
-    system.check_can_mount({option: True}, euid=1000, fuse_conf=str(conf), device=str(device))
+    system.check_can_mount(MountOptions(**{option: True}), euid=1000, fuse_conf=str(conf),
+                           device=str(device))
 
 
 def test_root_is_never_stopped(tmp_path: Path) -> None:
-    system.check_can_mount({"allow_other": True}, euid=0, fuse_conf=str(tmp_path / "none"),
+    system.check_can_mount(MountOptions(allow_other=True), euid=0, fuse_conf=str(tmp_path / "none"),
                            device=str(tmp_path / "none"))
 
 
 def test_unusable_fuse_device(tmp_path: Path) -> None:
     with pytest.raises(MountError) as info:
-        system.check_can_mount({}, euid=1000, device=str(tmp_path / "missing"))
+        system.check_can_mount(MountOptions(), euid=1000, device=str(tmp_path / "missing"))
     assert info.value.errno == errno.EACCES
     assert "chmod 0666" in str(info.value)
 
