@@ -148,7 +148,8 @@ class Session:
         self._install(client)
 
     def _open_client(self, request: ConnectRequest, timeout: float | None = None) -> SFTPClient:
-        connector, conn = self.connector, None
+        connector = self.connector
+        conn: Any = None  # the SSH connection, unless the connector gives the stream
         if connector is None:
             from pysshfs.ssh import connect
 
