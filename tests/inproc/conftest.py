@@ -8,6 +8,7 @@ and check what the served directory really holds with plain os calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -96,12 +97,11 @@ def make_fs(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., InProcMo
         return mount
 
     yield make
-    for mount in made:
-        try:
-            mount.fs.destroy("/")
-        finally:
-            mount.session.close()
-            mount.server.stop()
+    with contextlib.ExitStack() as teardown:  # each step runs even if one before failed
+        for mount in made:
+            teardown.callback(mount.server.stop)
+            teardown.callback(mount.session.close)
+            teardown.callback(mount.fs.destroy, "/")
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pysshfs.errors import MountError
+from pysshfs.session import Session
+from pysshfs.sftp import PipeStream
+from pysshfs.ssh.request import ConnectRequest
 from tests.inproc.conftest import InProcMount
 from tests.inproc.test_ops import WRITE_NEW, names
 
@@ -83,3 +87,15 @@ def test_a_directory_without_permissions_is_eacces(
     assert errno_of(lambda: m.fs.create("/locked/g", 0o644, WRITE_NEW)) == errno.EACCES
     locked.chmod(0o755)
     assert sorted(os.listdir(locked)) == ["f"]
+
+
+def test_a_server_that_cannot_be_started_is_a_mount_error(tmp_path: Path) -> None:
+    def no_server(timeout: float | None) -> PipeStream:
+        return PipeStream.spawn([str(tmp_path / "no-such-sftp-server")])
+
+    session = Session(ConnectRequest(host="localhost"), str(tmp_path), connector=no_server)
+    with pytest.raises(MountError) as info:
+        session.connect()
+    assert info.value.errno == errno.ENOENT
+    assert "could not start SFTP" in str(info.value)
+    session.close()
