@@ -92,15 +92,16 @@ class _Slot(Generic[T]):
     """
 
     def __init__(self, enabled: bool, ttl: float, max_size: int,
-                 weigh: Callable[[T], int] | None = None, max_bytes: int = 0) -> None:
+                 weigh: Callable[[T], int] | None = None, max_bytes: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cache: TTLCache[str, T] | None = None
         if not enabled or ttl <= 0:
             return
         if weigh is None:
-            self.cache = TTLCache(maxsize=max(1, max_size), ttl=ttl)
+            self.cache = TTLCache(maxsize=max(1, max_size), ttl=ttl, timer=clock)
         else:
             floor = max(1, max_bytes // max(1, max_size))
-            self.cache = TTLCache(maxsize=max_bytes, ttl=ttl,
+            self.cache = TTLCache(maxsize=max_bytes, ttl=ttl, timer=clock,
                                   getsizeof=lambda value: max(floor, weigh(value)))
 
     def get(self, key: str) -> T | None:
@@ -152,26 +153,32 @@ EPOCH_BUCKETS = 4096
 class MetadataCache:
     """What we know about remote paths, and for how long we may believe it."""
 
-    def __init__(self, config: CacheConfig) -> None:
+    def __init__(self, config: CacheConfig, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: seconds, never going back; what every TTL and listing age is measured
+        on (tests hand in one they advance themselves)."""
         self.config = config
+        self.clock = clock
         on = config.enabled
         self._lock = threading.Lock()
-        self._attrs: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
-        self._negative: _Slot[bool] = _Slot(on, config.negative_ttl, config.max_size)
+        self._attrs: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size, clock=clock)
+        self._negative: _Slot[bool] = _Slot(on, config.negative_ttl, config.max_size,
+                                            clock=clock)
         # A listing: when it was read from the server, and name -> mode (kept current
         # with the changes made through the mount).
         self._dirs: _Slot[tuple[float, dict[str, int]]] = _Slot(
             on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10),
-            _listing_weight, LISTINGS_BYTES)
+            _listing_weight, LISTINGS_BYTES, clock=clock)
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size,
-                                          _link_weight, LINKS_BYTES)
-        self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size)
+                                          _link_weight, LINKS_BYTES, clock=clock)
+        self._before_change: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size,
+                                                  clock=clock)
         self.counters = CacheCounters()
         # Listings fetched ahead of need (pysshfs.prefetch): they answer what exists, not
         # what is missing, so a name created on the server after such a listing is found
         # at once as long as nobody listed or looked it up.
         self._guessed: _Slot[bool] = _Slot(on and config.dir_enabled, config.dir_ttl,
-                                           max(1, config.max_size // 10))
+                                           max(1, config.max_size // 10), clock=clock)
         # Change counters, so a listing that was on the wire while something changed
         # through the mount is not cached (it may predate the change): one per bucket of
         # directories (a collision only costs a cache entry) and one for everything.
@@ -197,7 +204,7 @@ class MetadataCache:
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
             cached = self._dirs.get(path)
-            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
+            if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
                 self.counters.listing_misses += 1
                 return None
             self.counters.listing_hits += 1
@@ -208,7 +215,7 @@ class MetadataCache:
         it, so work derived from it can be reused."""
         with self._lock:
             cached = self._dirs.get(path)
-            if cached is None or time.monotonic() - cached[0] > self.config.dir_ttl:
+            if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
                 return None
             return cached[0], len(cached[1])
 
@@ -216,7 +223,7 @@ class MetadataCache:
         """A listing of `path` younger than the directory TTL is held."""
         with self._lock:
             cached = self._dirs.get(path)
-            return cached is not None and time.monotonic() - cached[0] <= self.config.dir_ttl
+            return cached is not None and self.clock() - cached[0] <= self.config.dir_ttl
 
     def listings_enabled(self) -> bool:
         return self._dirs.cache is not None
@@ -242,7 +249,7 @@ class MetadataCache:
         if cached is None:
             return False
         read_at, names = cached
-        if name in names or time.monotonic() - read_at > self.config.negative_ttl:
+        if name in names or self.clock() - read_at > self.config.negative_ttl:
             return False
         with self._lock:
             if self._guessed.get(parent):
@@ -291,7 +298,7 @@ class MetadataCache:
                 self._negative.drop(child)
                 if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
                     self._attrs.put(child, attrs)
-            self._dirs.put(path, (time.monotonic() if read_at is None else read_at, names))
+            self._dirs.put(path, (self.clock() if read_at is None else read_at, names))
             if guessed:
                 self._guessed.put(path, True)
             else:
@@ -346,7 +353,7 @@ class MetadataCache:
             self._edit_listing(path, mode)
             self._changed_locked(parent_of(path))  # a new entry: its mtime and ctime moved
             if stat.S_ISDIR(mode):  # we just made it: nothing is in it
-                self._dirs.put(path, (time.monotonic(), {}))
+                self._dirs.put(path, (self.clock(), {}))
                 self._guessed.drop(path)
 
     def removed(self, path: str) -> None:

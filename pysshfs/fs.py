@@ -382,7 +382,7 @@ class SSHFS(Operations):
                        guessed: bool = False) -> list[tuple[str, int, Attrs | None]] | None:
         """List `path` on the server (None: more than `limit` entries), and cache it
         (`guessed`: fetched ahead of need, see MetadataCache._guessed)."""
-        read_at, epoch = time.monotonic(), self.cache.epoch(path)
+        read_at, epoch = self.cache.clock(), self.cache.epoch(path)
         listing = self.session.listdir_attr(self.session.remote_path(path), limit)
         if listing is None:
             return None

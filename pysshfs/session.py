@@ -25,13 +25,14 @@ import logging
 import stat
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from pysshfs.errors import MountError
 from pysshfs.lograte import RateLimitedLog
-from pysshfs.sftp.client import SFTPClient
+from pysshfs.sftp.client import SFTPClient, Stream
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
 from pysshfs.ssh.pushchannel import PushStream
 from pysshfs.ssh.request import ConnectRequest
@@ -71,6 +72,12 @@ DONE_IF = {
     "rename": errno.ENOENT,
 }
 
+# Opens a fresh byte stream to an SFTP server, within `timeout` seconds (None: no limit of
+# its own), for the session to run SFTP over instead of an SSH connection: how the
+# in-process tests put a local sftp-server process behind a Session. Called again on
+# every reconnect.
+Connector = Callable[[float | None], Stream]
+
 
 def _takes_timeout(method: Any) -> bool:
     """Whether an SFTPClient method has a `timeout=` (asked on the rare retry only)."""
@@ -99,8 +106,10 @@ class Session:
 
     def __init__(self, request: ConnectRequest, remote_dir: str, *,
                  sftp_server: str | None = None, label: str = "",
-                 reconnect: bool = True, io_timeout: float = 60.0) -> None:
+                 reconnect: bool = True, io_timeout: float = 60.0,
+                 connector: Connector | None = None) -> None:
         self.request = request
+        self.connector = connector
         self.remote_dir = remote_dir
         self.sftp_server = sftp_server
         self.label = label or f"{request.host}:{remote_dir}"
@@ -139,32 +148,38 @@ class Session:
         self._install(client)
 
     def _open_client(self, request: ConnectRequest, timeout: float | None = None) -> SFTPClient:
-        from pysshfs.ssh import connect
+        connector = self.connector
+        conn: Any = None  # the SSH connection, unless the connector gives the stream
+        if connector is None:
+            from pysshfs.ssh import connect
 
-        conn = connect(request, timeout=timeout)
+            conn = connect(request, timeout=timeout)
+        where = self.label if conn is None else conn.description
         try:
-            channel = conn.open_sftp_channel(self.sftp_server)
-            client = SFTPClient(PushStream(channel), name=conn.description,
-                                traffic=self.stats.traffic,
+            stream: Stream = connector(timeout) if connector is not None \
+                else PushStream(conn.open_sftp_channel(self.sftp_server))
+            client = SFTPClient(stream, name=where, traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout)
             client.start()
         except OSError as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             if isinstance(exc, MountError):
                 raise
             if exc.errno == errno.ETIMEDOUT:
-                raise self._no_answer(conn.description) from None
-            raise MountError(exc.errno or errno.EIO, f"{conn.description}",
+                raise self._no_answer(where) from None
+            raise MountError(exc.errno or errno.EIO, f"{where}",
                              f"could not start SFTP: {exc.strerror or exc}",
                              "check that the server has an sftp subsystem "
                              "(or give -o sftp_server=PATH)") from None
-        old, self._conn = self._conn, conn
-        if old is not None:
-            try:
-                old.close()
-            except OSError:
-                pass
-        log.info("connected to %s: SFTP version %d, extensions: %s", conn.description,
+        if conn is not None:
+            old, self._conn = self._conn, conn
+            if old is not None:
+                try:
+                    old.close()
+                except OSError:
+                    pass
+        log.info("connected to %s: SFTP version %d, extensions: %s", where,
                  client.version, ", ".join(sorted(client.extensions)) or "none")
         return client
 
