@@ -22,6 +22,7 @@ import pytest
 
 from pysshfs.cache import CacheConfig, MetadataCache
 from pysshfs.fs import SSHFS
+from pysshfs.mountspec import MountOptions
 from pysshfs.session import Session
 from pysshfs.ssh.request import ConnectRequest
 from tests.support.localsftp import LocalSftpServer
@@ -81,16 +82,17 @@ def make_fs(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., InProcMo
             root.mkdir()
         server = LocalSftpServer(root, user=user)
         opts.setdefault("cache_timeout", CACHE_TIMEOUT)
+        options = MountOptions(**opts)
         session = Session(ConnectRequest(host="localhost"), str(root),
-                          label=f"inproc:{root}", reconnect=opts.get("reconnect", True),
+                          label=f"inproc:{root}", reconnect=options.reconnect,
                           io_timeout=IO_TIMEOUT, connector=server.connect)
         try:
             session.connect()
         except BaseException:
             server.stop()
             raise
-        cache = MetadataCache(CacheConfig.from_options(opts), clock=clock)
-        fs = SSHFS(session, cache, opts)
+        cache = MetadataCache(CacheConfig.from_options(options), clock=clock)
+        fs = SSHFS(session, cache, options)
         mount = InProcMount(fs, session, cache, server, root, clock)
         session.on_reconnect.append(mount.reconnected.set)  # after the cache's own hook
         made.append(mount)
