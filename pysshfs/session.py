@@ -64,9 +64,9 @@ RECONNECT_TIMEOUT = 15.0
 _T = TypeVar("_T")
 # One attempt of a request on the live client; its argument is the timeout (seconds) it
 # may wait for the reply: None on a first attempt, what is left of io_timeout on a resend.
-Send = Callable[[SFTPClient, "float | None"], _T]
+Send = Callable[[SFTPClient, float | None], _T]
 # The same on an open file: the client, the file's handle on it, the timeout.
-FileSend = Callable[[SFTPClient, bytes, "float | None"], _T]
+FileSend = Callable[[SFTPClient, bytes, float | None], _T]
 
 
 @dataclass(frozen=True)

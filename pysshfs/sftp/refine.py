@@ -150,7 +150,7 @@ class Probe:
 # A rule looks at the failure (asking what it needs) and returns the errno the request
 # really failed with, or None: no decision, the next rule is asked. Returning the errno
 # the error already has keeps it as it is and asks no further rule.
-Rule = Callable[[Probe], "int | None"]
+Rule = Callable[[Probe], int | None]
 
 
 def _name_taken(p: Probe) -> int | None:

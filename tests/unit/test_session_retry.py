@@ -21,7 +21,7 @@ from pysshfs.session import Session
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_WRITE, Attrs
 from pysshfs.ssh.request import ConnectRequest
 
-LOST = OSError(errno.ECONNABORTED, "connection lost")
+CUT = OSError(errno.ECONNABORTED, "connection lost")
 
 
 class Scripted:
@@ -103,7 +103,7 @@ def test_session_has_every_remote_operation() -> None:
 
 
 def test_idempotent_request_is_resent_with_what_is_left_of_io_timeout(make: Any) -> None:
-    s, sent = make({"lstat": [LOST, Attrs(size=7)]})
+    s, sent = make({"lstat": [CUT, Attrs(size=7)]})
     assert s.lstat(b"/r/f").size == 7
     assert [(n, name) for n, name, _ in sent] == [(0, "lstat"), (1, "lstat")]
     assert sent[0][2] is None  # a first attempt waits as long as the client lets it
@@ -111,8 +111,8 @@ def test_idempotent_request_is_resent_with_what_is_left_of_io_timeout(make: Any)
 
 
 def test_judged_request_that_had_worked_is_done(make: Any) -> None:
-    s, sent = make({"mkdir_and_lstat": [LOST, OSError(errno.EEXIST, "exists")],
-                    "rename": [LOST, OSError(errno.ENOENT, "gone")]})
+    s, sent = make({"mkdir_and_lstat": [CUT, OSError(errno.EEXIST, "exists")],
+                    "rename": [CUT, OSError(errno.ENOENT, "gone")]})
     assert s.mkdir_and_lstat(b"/r/d") is None
     s.rename(b"/r/a", b"/r/b")
     assert [name for _, name, _ in sent] == ["mkdir_and_lstat"] * 2 + ["rename"] * 2
@@ -120,7 +120,7 @@ def test_judged_request_that_had_worked_is_done(make: Any) -> None:
 
 def test_judged_request_errno_on_a_first_attempt_is_the_answer(make: Any) -> None:
     s, sent = make({"rmdir": [OSError(errno.ENOENT, "no such directory")],
-                    "symlink": [LOST, OSError(errno.ENOENT, "no parent")]})
+                    "symlink": [CUT, OSError(errno.ENOENT, "no parent")]})
     with pytest.raises(OSError) as info:
         s.rmdir(b"/r/d")
     assert info.value.errno == errno.ENOENT
@@ -130,7 +130,7 @@ def test_judged_request_errno_on_a_first_attempt_is_the_answer(make: Any) -> Non
 
 
 def test_rename_noreplace_is_not_resent(make: Any) -> None:
-    s, sent = make({"rename_noreplace": [LOST]})
+    s, sent = make({"rename_noreplace": [CUT]})
     with pytest.raises(OSError) as info:
         s.rename_noreplace(b"/r/a", b"/r/b")
     assert info.value.errno == errno.EIO
@@ -138,14 +138,14 @@ def test_rename_noreplace_is_not_resent(make: Any) -> None:
 
 
 def test_resend_without_a_reply_in_time_is_eio(make: Any) -> None:
-    s, sent = make({"listdir_attr": [LOST, OSError(errno.ETIMEDOUT, "no reply")]})
+    s, sent = make({"listdir_attr": [CUT, OSError(errno.ETIMEDOUT, "no reply")]})
     with pytest.raises(OSError) as info:
         s.listdir_attr(b"/r")
     assert info.value.errno == errno.EIO
 
 
 def test_lost_with_reconnect_no_is_eio_at_once(make: Any) -> None:
-    s, sent = make({"lstat": [LOST]}, reconnect=False)
+    s, sent = make({"lstat": [CUT]}, reconnect=False)
     start = time.monotonic()
     with pytest.raises(OSError) as info:
         s.lstat(b"/r/f")
@@ -154,11 +154,11 @@ def test_lost_with_reconnect_no_is_eio_at_once(make: Any) -> None:
 
 
 def test_open_is_resent_but_an_exclusive_create_is_not(make: Any) -> None:
-    s, sent = make({"open_and_lstat": [LOST, (b"h2", Attrs(size=0))]})
+    s, sent = make({"open_and_lstat": [CUT, (b"h2", Attrs(size=0))]})
     rf = s.open(b"/r/f", SSH_FXF_WRITE, read_back=True)
     assert rf.handle == b"h2" and rf.generation == 2 and rf.attrs_at_open is not None
     assert [(n, t) for n, _, t in sent] == [(0, None), (1, None)]  # no timeout of its own
-    s, sent = make({"open": [LOST, b"h"]})
+    s, sent = make({"open": [CUT, b"h"]})
     with pytest.raises(OSError) as info:
         s.open(b"/r/new", SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_EXCL)
     assert info.value.errno == errno.EIO
@@ -167,7 +167,7 @@ def test_open_is_resent_but_an_exclusive_create_is_not(make: Any) -> None:
 
 def test_file_request_is_resent_on_the_reopened_handle(make: Any) -> None:
     s, sent = make({"open": [b"h1", b"h2"], "fstat": [Attrs(size=10)],
-                    "read": [LOST, b"data"]})
+                    "read": [CUT, b"data"]})
     rf = s.open(b"/r/f", SSH_FXF_WRITE)
     assert isinstance(rf, RemoteFile) and rf.handle == b"h1"
     assert s.read(rf, 0, 4) == b"data"
