@@ -18,13 +18,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
+from pysshfs.sftp.errors import LOST
+
 log = logging.getLogger(__name__)
 
 # Sends readahead as replies arrive (one thread for all files: sends rarely block long).
 _REFILL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readahead")
-
-# The connection dropped under the request: the session reconnects, and we send it again.
-LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 
 
 class Remote(Protocol):

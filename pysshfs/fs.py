@@ -1,7 +1,10 @@
 """FUSE operations: one method per filesystem call, path in, errno out.
 
-Knows the caches and the open files; talks to the server only through the `Session`.
-Never imports paramiko. OSError(errno) raised here reaches the kernel as -errno.
+Knows the caches and the open files; talks to the server only through the session (the
+`RemoteFS` Protocol of pysshfs.remote). Never imports paramiko. OSError(errno) raised here
+reaches the kernel as -errno; the errno a local file system would give is worked out
+below (pysshfs.sftp.refine), so what this module adds is FUSE behaviour and cache
+bookkeeping, not requests to guess errnos.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pysshfs.idmap import ByNameIdMapper, IdMapper
 from pysshfs.mountspec import MountOptions
 from pysshfs.openahead import OpenAhead
 from pysshfs.prefetch import ListingPrefetcher
+from pysshfs.remote import RemoteFile, RemoteFS
 from pysshfs.servercopy import MAX_PER_CALL, copy_range
 from pysshfs.sftp.codec import (
     SSH_FXF_APPEND,
@@ -131,7 +135,7 @@ class SSHFS(Operations):
     use_ns = True  # times travel as integer nanoseconds
     rename_takes_flags = True  # renameat2 flags reach rename() (see fuselib.FUSE)
 
-    def __init__(self, session: Any, cache: MetadataCache, opts: MountOptions, *,
+    def __init__(self, session: RemoteFS, cache: MetadataCache, opts: MountOptions, *,
                  on_mounted: Callable[[], None] | None = None) -> None:
         self.session = session
         self.cache = cache
@@ -407,7 +411,7 @@ class SSHFS(Operations):
 
     def _wait_prefetch(self, pending: Any) -> None:
         try:
-            pending.result(timeout=getattr(self.session, "io_timeout", 60.0) or None)
+            pending.result(timeout=self.session.io_timeout or None)
         except Exception as exc:  # noqa: BLE001 - a late or failed prefetch: ask directly
             log.debug("waiting for a prefetched listing: %s", exc)
 
@@ -462,9 +466,9 @@ class SSHFS(Operations):
         try:
             # the kernel asks for the new directory's attributes next: read them back
             after = self.session.mkdir_and_lstat(remote, Attrs(mode=mode & 0o7777))
-        except OSError as exc:
+        except OSError:
             self.cache.unsure(path)
-            raise self._explain(exc, path, exists=errno.EEXIST) from None
+            raise
         self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
         if after is not None and after.mode is not None and stat.S_ISDIR(after.mode):
             self.cache.learned_attrs(path, after)
@@ -474,32 +478,11 @@ class SSHFS(Operations):
         remote = self.session.remote_path(path)
         try:
             self.session.rmdir(remote)
-        except OSError as exc:
+        except OSError:
             self.cache.unsure(path)
-            if exc.errno in (errno.EIO, errno.EPERM) and self._has_entries(remote):
-                raise OSError(errno.ENOTEMPTY, "directory not empty") from None
             raise
         self.cache.removed(path)
         return 0
-
-    def _has_entries(self, remote: bytes) -> bool:
-        try:
-            return any(name not in (b".", b"..")
-                       for name, _ in self.session.listdir_attr(remote))
-        except OSError:
-            return False
-
-    def _explain(self, exc: OSError, path: str, *, exists: int | None = None) -> OSError:
-        """OpenSSH answers FAILURE for EEXIST and friends: find the errno a local fs gives."""
-        if exc.errno not in (errno.EIO, errno.EPERM):
-            return exc
-        if exists is not None:
-            try:
-                self.session.lstat(self.session.remote_path(path))
-                return OSError(exists, os.strerror(exists))
-            except OSError:
-                pass
-        return exc
 
     # --- names --------------------------------------------------------------------------
     def unlink(self, path: str) -> int:
@@ -518,10 +501,6 @@ class SSHFS(Operations):
         remote_new = self.session.remote_path(new)
         try:
             self.session.rename(remote_old, remote_new)
-        except OSError as exc:
-            if exc.errno in (errno.EIO, errno.EPERM) and self._has_entries(remote_new):
-                raise OSError(errno.ENOTEMPTY, "target directory not empty") from None
-            raise
         finally:
             self.cache.renamed(old, new)
         self._renamed_open_files(old, new)
@@ -564,9 +543,9 @@ class SSHFS(Operations):
         try:
             self.session.symlink(source.encode("utf-8", "surrogateescape"),
                                  self.session.remote_path(target))
-        except OSError as exc:
+        except OSError:
             self.cache.unsure(target)
-            raise self._explain(exc, target, exists=errno.EEXIST) from None
+            raise
         self.cache.created(target, stat.S_IFLNK | 0o777)
         return 0
 
@@ -583,9 +562,9 @@ class SSHFS(Operations):
         try:
             self.session.hardlink(self.session.remote_path(source),
                                   self.session.remote_path(target))
-        except OSError as exc:
+        except OSError:
             self.cache.unsure(target)
-            raise self._explain(exc, target, exists=errno.EEXIST) from None
+            raise
         finally:
             self.cache.changed(source)  # its link count
         self.cache.created(target, stat.S_IFREG)  # directories cannot be hard-linked
@@ -666,7 +645,7 @@ class SSHFS(Operations):
         return 0
 
     # --- files --------------------------------------------------------------------------
-    def _register(self, path: str, handle: bytes, flags: int) -> int:
+    def _register(self, path: str, handle: RemoteFile, flags: int) -> int:
         f = OpenFile(self.session, path, handle, flags, self.chunk_read, self.chunk_write)
         fh = next(self._fh_counter)
         with self._files_lock:
@@ -745,10 +724,8 @@ class SSHFS(Operations):
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
                                        Attrs(mode=mode & 0o7777), read_back=True)
-        except OSError as exc:
+        except OSError:
             self.cache.unsure(path)
-            if flags & os.O_EXCL:
-                raise self._explain(exc, path, exists=errno.EEXIST) from None
             raise
         self.cache.created(path, stat.S_IFREG | (mode & 0o7777))
         if handle.attrs_at_open is not None:  # libfuse asks for them right away

@@ -16,12 +16,13 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from pysshfs.sftp.errors import LOST
+
 log = logging.getLogger(__name__)
 
 PIECE = 16 * 1024 * 1024  # bytes per copy-data request
 IN_FLIGHT = 2  # pieces queued on the server at once
 RETRIES = 3  # sends of a piece lost with the connection (copying it again is harmless)
-LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 # Most bytes one call may report: the FUSE reply carries the count in 32 bits (kernels
 # before 6.17 do not clamp the length they ask for: 4 GiB copied would read as 0, EOF).
 MAX_PER_CALL = 0xFFFFF000

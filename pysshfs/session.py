@@ -1,11 +1,15 @@
 """The live remote: one SSH connection, its SFTP channel, and the mounted base directory.
 
-Everything above talks to the server only through `Session`. Its SFTP methods are the
-`SFTPClient` ones, wrapped so that a lost connection is survived: the session reconnects
-in the background (capped exponential backoff, never prompting), callers wait up to
-`io_timeout` for it and then get EIO, idempotent requests are sent again, and the few
-that are not (mkdir, rmdir, remove, rename, symlink, hardlink) are judged by the state
-they left behind. Open files are `RemoteFile`s, reopened by path after a reconnect.
+Everything above talks to the server only through `Session`, typed as the `RemoteFS`
+Protocol (pysshfs.remote). Each remote operation is a method that sends the `SFTPClient`
+request so that a lost connection is survived: the session reconnects in the background
+(capped exponential backoff, never prompting), callers wait up to `io_timeout` for it and
+then get EIO. What happens to the request itself is its `Retry` policy, named in each
+method: sent again as is (idempotent: stat, setstat, listdir, ...), sent again and judged
+by the state it left (mkdir, rmdir, remove, rename, symlink, hardlink: the errno a second
+attempt gets when the first had worked, EEXIST for mkdir, means done), or not sent again
+(rename_noreplace, an exclusive create: EIO). Open files are `RemoteFile`s, reopened by
+path after a reconnect; requests on them are sent again as is.
 
 The connection is one state machine under `_cond`: CONNECTED, RECONNECTING (one
 reconnect thread at most, which leaves only when it finds the state CONNECTED under
@@ -20,20 +24,22 @@ link cut under load (real work done each time) is reconnected at once.
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pysshfs.errors import MountError
 from pysshfs.lograte import RateLimitedLog
+from pysshfs.remote import RemoteFile
 from pysshfs.sftp.client import SFTPClient, Stream
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
+from pysshfs.sftp.errors import LOST
+from pysshfs.sftp.refine import failure_cause
 from pysshfs.ssh.pushchannel import PushStream
 from pysshfs.ssh.request import ConnectRequest
 from pysshfs.stats import SessionStats
@@ -51,26 +57,16 @@ STABLE_REPLIES = 100
 STABLE_TRAFFIC = 64 * 1024
 FAIL_FAST_AFTER_TIMEOUT = 0.25  # seconds (see _client)
 
-LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 # Seconds one reconnect attempt may take (TCP, handshake, auth, first reply) unless
 # ConnectTimeout says otherwise: a stalled attempt must not delay the next one for long.
 RECONNECT_TIMEOUT = 15.0
-# Requests whose result does not depend on whether they already ran once.
-IDEMPOTENT = frozenset({
-    "stat", "lstat", "setstat", "lsetstat", "setstat_and_lstat", "realpath", "readlink",
-    "listdir_attr", "statvfs", "expand_path", "has_extension", "users_groups_by_id",
-})
-# Not idempotent: a second attempt may fail *because* the first one worked. The errno a
-# retry gives when the first attempt had succeeded.
-DONE_IF = {
-    "mkdir": errno.EEXIST,
-    "mkdir_and_lstat": errno.EEXIST,
-    "rmdir": errno.ENOENT,
-    "remove": errno.ENOENT,
-    "symlink": errno.EEXIST,
-    "hardlink": errno.EEXIST,
-    "rename": errno.ENOENT,
-}
+
+_T = TypeVar("_T")
+# One attempt of a request on the live client; its argument is the timeout (seconds) it
+# may wait for the reply: None on a first attempt, what is left of io_timeout on a resend.
+Send = Callable[[SFTPClient, float | None], _T]
+# The same on an open file: the client, the file's handle on it, the timeout.
+FileSend = Callable[[SFTPClient, bytes, float | None], _T]
 
 # Opens a fresh byte stream to an SFTP server, within `timeout` seconds (None: no limit of
 # its own), for the session to run SFTP over instead of an SSH connection: how the
@@ -79,26 +75,29 @@ DONE_IF = {
 Connector = Callable[[float | None], Stream]
 
 
-def _takes_timeout(method: Any) -> bool:
-    """Whether an SFTPClient method has a `timeout=` (asked on the rare retry only)."""
-    try:
-        return "timeout" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
+@dataclass(frozen=True)
+class Retry:
+    """What is done with a request the connection was lost under."""
+
+    resend: bool  # send it again once reconnected (within io_timeout), or fail with EIO
+    # Not idempotent: a second attempt may fail *because* the first one worked. The errno
+    # it then gives means "done" (the method returns None).
+    done_if: int | None = None
+    # The resend waits at most what is left of io_timeout. Off where requests queued ahead
+    # of it (bulk writes on a slow link) may take longer: the client's own deadline watch
+    # then tells a dead connection from a busy one.
+    resend_timeout: bool = True
 
 
-@dataclass
-class RemoteFile:
-    """An open remote file that outlives the connection it was opened on."""
+AS_IS = Retry(resend=True)  # the result does not depend on whether it already ran once
+AS_IS_UNTIMED = Retry(resend=True, resend_timeout=False)  # open, requests on open files
+NOT_RETRIED = Retry(resend=False)  # neither safe to repeat nor to be judged afterwards
+DONE_IF_EXISTS = Retry(resend=True, done_if=errno.EEXIST)  # it makes a name
+DONE_IF_GONE = Retry(resend=True, done_if=errno.ENOENT)  # it takes a name away
 
-    path: bytes
-    pflags: int
-    handle: bytes
-    generation: int
-    size_floor: int = 0  # bytes the server acknowledged: a reopened file shorter is another
-    lost: bool = False
-    closed: bool = False
-    attrs_at_open: Attrs | None = None
+
+class _DoneBefore(Exception):
+    """A resent request failed the way it fails when its first attempt had worked."""
 
 
 class Session:
@@ -131,7 +130,7 @@ class Session:
         self._reconnector = False  # a reconnect thread is running
         self._refused: str | None = None  # why reconnecting was given up for good
         self.closed = False
-        self.on_reconnect: list[Any] = []  # callbacks after a successful reconnect
+        self.on_reconnect: list[Callable[[], Any]] = []  # callbacks after a successful reconnect
         self.stats = SessionStats()  # for pysshfs status
 
     # --- connecting ---------------------------------------------------------------------
@@ -370,35 +369,66 @@ class Session:
         if deadline is not None and time.monotonic() >= deadline:
             raise OSError(errno.EIO, f"connection lost during {what}")
 
-    # --- calls --------------------------------------------------------------------------
-    def call(self, name: str, *args: Any) -> Any:
-        """Run one SFTPClient method, surviving a reconnect as described above."""
+    # --- the retry policy ---------------------------------------------------------------
+    def _retried(self, what: str, retry: Retry, send: Send[_T]) -> _T:
+        """One request by path, surviving a reconnect as `retry` says. A resend waits at
+        most what is left of io_timeout (every SFTPClient method sent here takes a
+        `timeout=`), unless `retry.resend_timeout` is off. With `retry.done_if`, call it
+        through `_judged`."""
         deadline = self._deadline()
-        retried = False
+        resent = False
         while True:
             client = self._client(deadline)
             try:
-                method = getattr(client, name)
-                if retried and deadline is not None and _takes_timeout(method):
+                timeout = None
+                if resent and retry.resend_timeout and deadline is not None:
                     # a second try gets what is left of io_timeout, not a fresh one
-                    remaining = max(0.1, deadline - time.monotonic())
-                    return method(*args, timeout=remaining)
-                return method(*args)
+                    timeout = max(0.1, deadline - time.monotonic())
+                return send(client, timeout)
             except OSError as exc:
-                if exc.errno in LOST:
-                    self._mark_lost(client)
-                    if self.reconnect and (name in IDEMPOTENT or name in DONE_IF) \
-                            and (deadline is None or time.monotonic() < deadline):
-                        retried = True
-                        continue
-                    raise OSError(errno.EIO, f"connection lost during {name}") from None
-                if exc.errno == errno.ETIMEDOUT and retried:
-                    raise OSError(errno.EIO, f"{name}: no reply within io_timeout "
-                                  f"({self.io_timeout:g}s)") from None
-                if retried and DONE_IF.get(name) == exc.errno:
-                    log.info("%s: had succeeded before the connection dropped", name)
-                    return None
-                raise
+                self._judge(exc, client, what, retry, resent, deadline)
+                resent = True
+
+    def _judged(self, what: str, retry: Retry, send: Send[_T]) -> _T | None:
+        """`_retried` for a request judged by the state it left: None when a resend
+        found that the first attempt had worked."""
+        try:
+            return self._retried(what, retry, send)
+        except _DoneBefore:
+            log.info("%s: had succeeded before the connection dropped", what)
+            return None
+
+    def _file_retried(self, what: str, rf: RemoteFile, send: FileSend[_T]) -> _T:
+        """A request on an open file: sent again as is, on the handle reopened after a
+        reconnect. No timeout of its own: writes queued ahead of it on a slow link are
+        progress (the client's deadline watch tells a dead connection)."""
+        deadline = self._deadline()
+        resent = False
+        while True:
+            client, handle = self._handle(rf, deadline)
+            try:
+                return send(client, handle, None)
+            except OSError as exc:
+                self._judge(exc, client, what, AS_IS_UNTIMED, resent, deadline)
+                resent = True
+
+    def _judge(self, exc: OSError, client: SFTPClient, what: str, retry: Retry,
+               resent: bool, deadline: float | None) -> None:
+        """After an attempt failed with `exc`: return to send it again; otherwise raise
+        (EIO for a lost connection or a resend without a reply in time, _DoneBefore for
+        a judged request that had worked, `exc` itself for an answer from the server)."""
+        if exc.errno in LOST:
+            self._mark_lost(client)
+            if self.reconnect and retry.resend \
+                    and (deadline is None or time.monotonic() < deadline):
+                return
+            raise OSError(errno.EIO, f"connection lost during {what}") from None
+        if exc.errno == errno.ETIMEDOUT and resent:
+            raise OSError(errno.EIO, f"{what}: no reply within io_timeout "
+                          f"({self.io_timeout:g}s)") from None
+        if resent and retry.done_if == exc.errno:
+            raise _DoneBefore(what) from None
+        raise exc
 
     def _mark_lost(self, client: SFTPClient) -> None:
         """A request saw the stream die; make sure the reconnect machinery knows."""
@@ -410,36 +440,88 @@ class Session:
             generation = self.generation
         self._lost(generation, None)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return lambda *args: self.call(name, *args)
-
+    # --- the server -----------------------------------------------------------------------
     def has_extension(self, name: str) -> bool:
         client = self.sftp
         return client is not None and client.has_extension(name)
+
+    def realpath(self, path: bytes) -> bytes:
+        return self._retried("realpath", AS_IS, lambda c, t: c.realpath(path, timeout=t))
+
+    def statvfs(self, path: bytes) -> dict[str, int]:
+        return self._retried("statvfs", AS_IS, lambda c, t: c.statvfs(path, timeout=t))
+
+    def users_groups_by_id(self, uids: Sequence[int],
+                           gids: Sequence[int]) -> tuple[list[str], list[str]]:
+        return self._retried("users_groups_by_id", AS_IS,
+                             lambda c, t: c.users_groups_by_id(uids, gids, timeout=t))
+
+    # --- attributes -----------------------------------------------------------------------
+    def stat(self, path: bytes) -> Attrs:
+        return self._retried("stat", AS_IS, lambda c, t: c.stat(path, timeout=t))
+
+    def lstat(self, path: bytes) -> Attrs:
+        return self._retried("lstat", AS_IS, lambda c, t: c.lstat(path, timeout=t))
+
+    def setstat(self, path: bytes, attrs: Attrs) -> None:
+        self._retried("setstat", AS_IS, lambda c, t: c.setstat(path, attrs, timeout=t))
+
+    def setstat_and_lstat(self, path: bytes, attrs: Attrs,
+                          follow: bool = False) -> Attrs | None:
+        return self._retried("setstat_and_lstat", AS_IS,
+                             lambda c, t: c.setstat_and_lstat(path, attrs, follow, timeout=t))
+
+    def readlink(self, path: bytes) -> bytes:
+        return self._retried("readlink", AS_IS, lambda c, t: c.readlink(path, timeout=t))
+
+    # --- directories and names --------------------------------------------------------------
+    def listdir_attr(self, path: bytes,
+                     limit: int | None = None) -> list[tuple[bytes, Attrs]] | None:
+        return self._retried("listdir_attr", AS_IS,
+                             lambda c, t: c.listdir_attr(path, limit, timeout=t))
+
+    def mkdir_and_lstat(self, path: bytes, attrs: Attrs | None = None) -> Attrs | None:
+        return self._judged("mkdir_and_lstat", DONE_IF_EXISTS,
+                            lambda c, t: c.mkdir_and_lstat(path, attrs, timeout=t))
+
+    def rmdir(self, path: bytes) -> None:
+        self._judged("rmdir", DONE_IF_GONE, lambda c, t: c.rmdir(path, timeout=t))
+
+    def remove(self, path: bytes) -> None:
+        self._judged("remove", DONE_IF_GONE, lambda c, t: c.remove(path, timeout=t))
+
+    def rename(self, old: bytes, new: bytes) -> None:
+        self._judged("rename", DONE_IF_GONE, lambda c, t: c.rename(old, new, timeout=t))
+
+    def rename_noreplace(self, old: bytes, new: bytes) -> None:
+        # two requests (hardlink, remove): a resend could find either half done
+        self._retried("rename_noreplace", NOT_RETRIED,
+                      lambda c, t: c.rename_noreplace(old, new, timeout=t))
+
+    def symlink(self, target: bytes, linkpath: bytes) -> None:
+        self._judged("symlink", DONE_IF_EXISTS,
+                     lambda c, t: c.symlink(target, linkpath, timeout=t))
+
+    def hardlink(self, old: bytes, new: bytes) -> None:
+        self._judged("hardlink", DONE_IF_EXISTS, lambda c, t: c.hardlink(old, new, timeout=t))
 
     # --- files --------------------------------------------------------------------------
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
              read_back: bool = False, follow: bool = False) -> RemoteFile:
         """Open `path`; with `read_back`, its attributes after opening come in the same
-        round trip (RemoteFile.attrs_at_open; `follow`: through a final symlink)."""
-        deadline = self._deadline()
-        while True:
-            client = self._client(deadline)
+        round trip (RemoteFile.attrs_at_open; `follow`: through a final symlink). An
+        exclusive create is not sent again: a resend could fail on the file it made."""
+        def send(client: SFTPClient, timeout: float | None) -> RemoteFile:
             generation = self.generation
-            try:
-                if read_back:
-                    handle, attrs_now = client.open_and_lstat(path, pflags, attrs,
-                                                              follow=follow)
-                else:
-                    handle, attrs_now = client.open(path, pflags, attrs), None
-                return RemoteFile(path, pflags, handle, generation, attrs_at_open=attrs_now)
-            except OSError as exc:
-                if exc.errno not in LOST or pflags & SSH_FXF_EXCL:
-                    raise
-                self._mark_lost(client)
-                self._check_deadline(deadline, "open")
+            if read_back:
+                handle, attrs_now = client.open_and_lstat(path, pflags, attrs, follow=follow,
+                                                          timeout=timeout)
+            else:
+                handle, attrs_now = client.open(path, pflags, attrs, timeout=timeout), None
+            return RemoteFile(path, pflags, handle, generation, attrs_at_open=attrs_now)
+
+        return self._retried("open", NOT_RETRIED if pflags & SSH_FXF_EXCL else AS_IS_UNTIMED,
+                             send)
 
     def _handle(self, rf: RemoteFile, deadline: float | None) -> tuple[SFTPClient, bytes]:
         """The live handle of `rf`, reopening it by path after a reconnect."""
@@ -469,32 +551,18 @@ class Session:
             rf.handle, rf.generation = handle, self.generation
             log.info("reopened %r after reconnect", rf.path)
 
-    def _file_call(self, name: str, rf: RemoteFile, *args: Any) -> Any:
-        """A request on an open file; sent again on the reopened handle after a reconnect."""
-        deadline = self._deadline()
-        while True:
-            client, handle = self._handle(rf, deadline)
-            try:
-                return getattr(client, name)(handle, *args)
-            except OSError as exc:
-                if exc.errno not in LOST:
-                    raise
-                self._mark_lost(client)
-                if not self.reconnect or (deadline is not None
-                                          and time.monotonic() >= deadline):
-                    raise OSError(errno.EIO, f"connection lost during {name}") from None
-
     def read(self, rf: RemoteFile, offset: int, length: int) -> bytes:
-        return self._file_call("read", rf, offset, length)
+        return self._file_retried("read", rf, lambda c, h, t: c.read(h, offset, length,
+                                                                     timeout=t))
 
     def write(self, rf: RemoteFile, offset: int, data: Any) -> None:
-        self._file_call("write", rf, offset, data)
+        self._file_retried("write", rf, lambda c, h, t: c.write(h, offset, data, timeout=t))
 
-    def _send_async(self, client: SFTPClient, name: str, *args: Any) -> Future:
+    def _send_async(self, client: SFTPClient, send: Callable[[], Future]) -> Future:
         """Send a pipelined request; a connection found dead while sending gives a failed
         future (judged like one that died in flight), never an exception here."""
         try:
-            return getattr(client, name)(*args)
+            return send()
         except OSError as exc:
             if exc.errno not in LOST:
                 raise
@@ -503,16 +571,16 @@ class Session:
             failed.set_exception(exc)
             return failed
 
-    def read_async(self, rf: RemoteFile, offset: int, length: int) -> Any:
+    def read_async(self, rf: RemoteFile, offset: int, length: int) -> Future:
         client, handle = self._handle(rf, self._deadline())
-        return self._send_async(client, "read_async", handle, offset, length)
+        return self._send_async(client, lambda: client.read_async(handle, offset, length))
 
-    def write_async(self, rf: RemoteFile, offset: int, data: Any) -> Any:
+    def write_async(self, rf: RemoteFile, offset: int, data: Any) -> Future:
         client, handle = self._handle(rf, self._deadline())
-        future = self._send_async(client, "write_async", handle, offset, data)
+        future = self._send_async(client, lambda: client.write_async(handle, offset, data))
         end = offset + len(data)
 
-        def acknowledged(fut: Any) -> None:
+        def acknowledged(fut: Future) -> None:
             if fut.exception() is None and end > rf.size_floor:
                 rf.size_floor = end
 
@@ -520,7 +588,7 @@ class Session:
         return future
 
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
-                        dst: RemoteFile, dst_offset: int) -> Any:
+                        dst: RemoteFile, dst_offset: int) -> Future:
         """Server-side copy between two open files (copy-data); a piece lost with the
         connection fails with a LOST errno, and may be sent again: copying the same
         bytes to the same place twice is harmless."""
@@ -530,11 +598,11 @@ class Session:
             client, dst_handle = self._handle(dst, deadline)
             if src.generation == dst.generation == self.generation:
                 break  # both handles belong to the live connection
-        future = self._send_async(client, "copy_data_async", src_handle, src_offset, length,
-                                  dst_handle, dst_offset)
+        future = self._send_async(client, lambda: client.copy_data_async(
+            src_handle, src_offset, length, dst_handle, dst_offset))
         end = dst_offset + length
 
-        def acknowledged(fut: Any) -> None:
+        def acknowledged(fut: Future) -> None:
             if fut.exception() is None and end > dst.size_floor:
                 dst.size_floor = end
 
@@ -542,22 +610,22 @@ class Session:
         return future
 
     def fstat(self, rf: RemoteFile) -> Attrs:
-        return self._file_call("fstat", rf)
+        return self._file_retried("fstat", rf, lambda c, h, t: c.fstat(h, timeout=t))
 
     def fsetstat(self, rf: RemoteFile, attrs: Attrs) -> None:
-        self._file_call("fsetstat", rf, attrs)
+        self._file_retried("fsetstat", rf, lambda c, h, t: c.fsetstat(h, attrs, timeout=t))
         if attrs.size is not None:
             rf.size_floor = min(rf.size_floor, attrs.size)
 
     def fsync(self, rf: RemoteFile) -> None:
-        self._file_call("fsync", rf)
+        self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
 
     def failure_cause(self, rf: RemoteFile) -> int | None:
-        """EROFS/ENOSPC behind a bare FAILURE on `rf` (see SFTPClient.failure_cause)."""
+        """EROFS/ENOSPC behind a bare FAILURE on `rf` (see refine.failure_cause)."""
         client = self.sftp
         if client is None or rf.generation != self.generation:
             return None
-        return client.failure_cause(rf.path, rf.handle)
+        return failure_cause(client, rf.path, rf.handle)
 
     def close_handle(self, rf: RemoteFile) -> None:
         if rf.closed:

@@ -24,7 +24,6 @@ import errno
 import itertools
 import logging
 import os
-import stat as stat_mod
 import subprocess
 import threading
 import time
@@ -41,11 +40,6 @@ from pysshfs.sftp.codec import (
     MAX_PACKET_LENGTH,
     PACKET_NAMES,
     SFTP_VERSION,
-    SSH_FXE_STATVFS_ST_RDONLY,
-    SSH_FXF_CREAT,
-    SSH_FXF_EXCL,
-    SSH_FXF_TRUNC,
-    SSH_FXF_WRITE,
     SSH_FXP_ATTRS,
     SSH_FXP_CLOSE,
     SSH_FXP_DATA,
@@ -90,16 +84,13 @@ from pysshfs.sftp.codec import (
 )
 from pysshfs.sftp.errors import (
     SSH_FX_EOF,
-    SSH_FX_FAILURE,
-    SSH_FX_NO_SUCH_FILE,
     SSH_FX_OK,
-    SSH_FX_PERMISSION_DENIED,
     SFTPError,
     path_str,
-    refined_error,
     status_error,
 )
 from pysshfs.sftp.limits import ListingGuard
+from pysshfs.sftp.refine import refine
 from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
@@ -620,61 +611,10 @@ class SFTPClient:
               path: bytes | None, timeout: float | None, detail: Any = None) -> Any:
         return self._wait(self._send(ptype, parts, parse, op, path, detail), timeout)
 
-    def _lstat_or_none(self, path: bytes, timeout: float | None) -> Attrs | None:
-        try:
-            return self.lstat(path, timeout=timeout)
-        except OSError:
-            return None
-
-    def failure_cause(self, path: bytes | None = None, handle: bytes | None = None, *,
-                      timeout: float | None = None) -> int | None:
-        """EROFS or ENOSPC when the file system explains a bare FAILURE, else None.
-
-        OpenSSH's sftp-server folds EROFS and ENOSPC into SSH_FX_FAILURE; the file
-        system's own numbers (statvfs@openssh.com) say which it was.
-        """
-        try:
-            if handle is not None and self.has_extension("fstatvfs@openssh.com"):
-                st = self.fstatvfs(handle, timeout=timeout)
-            elif path is not None and self.has_extension("statvfs@openssh.com"):
-                st = self._statvfs_nearest(path, timeout)
-            else:
-                return None
-        except OSError:
-            return None
-        if st.get("f_flag", 0) & SSH_FXE_STATVFS_ST_RDONLY:
-            return errno.EROFS
-        if st.get("f_bavail", 1) == 0 or st.get("f_favail", 1) == 0:
-            return errno.ENOSPC
-        return None
-
-    def _statvfs_nearest(self, path: bytes, timeout: float | None) -> dict[str, int]:
-        """statvfs of `path`, or of its directory when `path` does not exist (yet)."""
-        try:
-            return self.statvfs(path, timeout=timeout)
-        except OSError:
-            parent = path.rsplit(b"/", 1)[0] or b"/"
-            return self.statvfs(parent, timeout=timeout)
-
-    def _explain_setstat(self, exc: SFTPError, path: bytes, attrs: Attrs,
-                         timeout: float | None) -> SFTPError:
-        """OpenSSH folds EPERM into PERMISSION_DENIED. Changing mode, owner or times of a
-        file you can see but do not own is EPERM on a local file system (EACCES is for
-        paths you cannot search, and for a size change without write permission)."""
-        if exc.status == SSH_FX_PERMISSION_DENIED and attrs.size is None \
-                and self._lstat_or_none(path, timeout) is not None:
-            return refined_error(exc.status, errno.EPERM, "operation not permitted", path)
-        return self._refine(exc, path, timeout=timeout)
-
-    def _refine(self, exc: SFTPError, path: bytes | None = None,
-                handle: bytes | None = None, timeout: float | None = None) -> SFTPError:
-        """`exc`, or the EROFS/ENOSPC it really was (see failure_cause)."""
-        if exc.status != SSH_FX_FAILURE or exc.errno != errno.EIO:
-            return exc
-        cause = self.failure_cause(path, handle, timeout=timeout)
-        if cause is None:
-            return exc
-        return refined_error(exc.status, cause, os.strerror(cause), path)
+    def _refined(self, op: str, exc: SFTPError, path: bytes | None, *,
+                 timeout: float | None, **details: Any) -> SFTPError:
+        """`exc` with the errno a local file system would give (see pysshfs.sftp.refine)."""
+        return refine(self, op, exc, path, timeout=timeout, **details)
 
     # --- attributes ---------------------------------------------------------------------
     def stat(self, path: bytes, *, timeout: float | None = None) -> Attrs:
@@ -706,7 +646,7 @@ class SFTPClient:
         try:
             self._wait(change, timeout)
         except SFTPError as exc:
-            raise self._explain_setstat(exc, path, attrs, timeout) from None
+            raise self._refined("setstat", exc, path, attrs=attrs, timeout=timeout) from None
 
     def setstat(self, path: bytes, attrs: Attrs, *, timeout: float | None = None) -> None:
         self._setstat_wait(self._setstat_async(path, attrs, nofollow=False), path, attrs,
@@ -723,7 +663,8 @@ class SFTPClient:
             self._call(SSH_FXP_FSETSTAT, [string(handle), encode_attrs(attrs)], _expect_ok,
                        "FSETSTAT", None, timeout, f"{handle.hex()} {attrs}")
         except SFTPError as exc:
-            raise self._refine(exc, handle=handle, timeout=timeout) from None
+            raise self._refined("fsetstat", exc, None, handle=handle, timeout=timeout) \
+                from None
 
     # --- files --------------------------------------------------------------------------
     def _read_back(self, after: Future, timeout: float | None) -> Attrs | None:
@@ -772,18 +713,7 @@ class SFTPClient:
         try:
             return self._wait(opening, timeout)
         except SFTPError as exc:
-            raise self._explain_open(exc, path, pflags, timeout) from None
-
-    def _explain_open(self, exc: SFTPError, path: bytes, pflags: int,
-                      timeout: float | None) -> SFTPError:
-        """The errno a local file system would give for a failed OPEN."""
-        # OpenSSH reports EEXIST as a bare FAILURE.
-        if exc.status == SSH_FX_FAILURE and pflags & SSH_FXF_EXCL \
-                and self._lstat_or_none(path, timeout) is not None:
-            return refined_error(exc.status, errno.EEXIST, "file exists", path)
-        if pflags & (SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_TRUNC):
-            return self._refine(exc, path, timeout=timeout)
-        return exc
+            raise self._refined("open", exc, path, pflags=pflags, timeout=timeout) from None
 
     def close_handle(self, handle: bytes, *, timeout: float | None = None) -> None:
         self._call(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None, timeout,
@@ -897,10 +827,7 @@ class SFTPClient:
             self._call(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)], _expect_ok, "MKDIR",
                        path, timeout)
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(path, timeout):
-                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
-                    from None
-            raise self._refine(exc, path, timeout=timeout) from None
+            raise self._refined("mkdir", exc, path, timeout=timeout) from None
 
     def mkdir_and_lstat(self, path: bytes, attrs: Attrs | None = None, *,
                         timeout: float | None = None) -> Attrs | None:
@@ -913,42 +840,22 @@ class SFTPClient:
         try:
             self._wait(making, timeout)
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE and self._read_back(after, timeout):
-                raise refined_error(exc.status, errno.EEXIST, "file exists", path) \
-                    from None
-            raise self._refine(exc, path, timeout=timeout) from None
+            raise self._refined("mkdir", exc, path, timeout=timeout,
+                                known={path: self._read_back(after, timeout)}) from None
         return self._read_back(after, timeout)
 
     def rmdir(self, path: bytes, *, timeout: float | None = None) -> None:
         try:
             self._call(SSH_FXP_RMDIR, [string(path)], _expect_ok, "RMDIR", path, timeout)
         except SFTPError as exc:
-            # OpenSSH folds ENOTEMPTY into FAILURE and ENOTDIR into NO_SUCH_FILE.
-            if exc.status == SSH_FX_FAILURE \
-                    and self.failure_cause(path, timeout=timeout) == errno.EROFS:
-                raise refined_error(exc.status, errno.EROFS, "read-only file system",
-                                    path) from None
-            if exc.status in (SSH_FX_FAILURE, SSH_FX_NO_SUCH_FILE):
-                st = self._lstat_or_none(path, timeout)
-                if st is not None and st.mode is not None:
-                    if not stat_mod.S_ISDIR(st.mode):
-                        raise refined_error(exc.status, errno.ENOTDIR, "not a directory",
-                                            path) from None
-                    if exc.status == SSH_FX_FAILURE:
-                        raise refined_error(exc.status, errno.ENOTEMPTY,
-                                            "directory not empty", path) from None
-            raise
+            raise self._refined("rmdir", exc, path, timeout=timeout) from None
 
     # --- names --------------------------------------------------------------------------
     def remove(self, path: bytes, *, timeout: float | None = None) -> None:
         try:
             self._call(SSH_FXP_REMOVE, [string(path)], _expect_ok, "REMOVE", path, timeout)
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE:
-                st = self._lstat_or_none(path, timeout)
-                if st is not None and st.mode is not None and stat_mod.S_ISDIR(st.mode):
-                    raise refined_error(exc.status, errno.EISDIR, "is a directory", path) from None
-            raise self._refine(exc, path, timeout=timeout) from None
+            raise self._refined("remove", exc, path, timeout=timeout) from None
 
     def realpath(self, path: bytes, *, timeout: float | None = None) -> bytes:
         return self._call(SSH_FXP_REALPATH, [string(path)], _expect_one_name, "REALPATH", path,
@@ -969,9 +876,7 @@ class SFTPClient:
                        "SYMLINK", linkpath, timeout,
                        f"{path_str(linkpath)} -> {path_str(target)}")
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(linkpath, timeout):
-                raise refined_error(exc.status, errno.EEXIST, "file exists", linkpath) from None
-            raise self._refine(exc, linkpath, timeout=timeout) from None
+            raise self._refined("symlink", exc, linkpath, timeout=timeout) from None
 
     def rename(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
         """Rename; replaces `new` atomically when the server has posix-rename@openssh.com.
@@ -988,29 +893,7 @@ class SFTPClient:
                 self._call(SSH_FXP_RENAME, [string(old), string(new)], _expect_ok, "RENAME",
                            old, timeout, detail)
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE:
-                explained = self._explain_rename_failure(exc, old, new, timeout)
-                raise self._refine(explained, new, timeout=timeout) from None
-            raise
-
-    def _explain_rename_failure(self, exc: SFTPError, old: bytes, new: bytes,
-                                timeout: float | None) -> SFTPError:
-        st_new = self._lstat_or_none(new, timeout)
-        if st_new is None:
-            return exc
-        if not self.posix_rename_supported:
-            return refined_error(exc.status, errno.EEXIST, "file exists", new)
-        st_old = self._lstat_or_none(old, timeout)
-        if st_old is None or st_old.mode is None or st_new.mode is None:
-            return exc
-        old_dir, new_dir = stat_mod.S_ISDIR(st_old.mode), stat_mod.S_ISDIR(st_new.mode)
-        if old_dir and new_dir:
-            return refined_error(exc.status, errno.ENOTEMPTY, "directory not empty", new)
-        if new_dir:
-            return refined_error(exc.status, errno.EISDIR, "is a directory", new)
-        if old_dir:
-            return refined_error(exc.status, errno.ENOTDIR, "not a directory", new)
-        return exc
+            raise self._refined("rename", exc, new, old=old, timeout=timeout) from None
 
     def hardlink(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
         """Make `new` another name of `old` (hardlink@openssh.com); ENOSYS without it."""
@@ -1020,10 +903,7 @@ class SFTPClient:
                                       _expect_ok, new, f"{path_str(old)} -> {path_str(new)}"),
                        timeout)
         except SFTPError as exc:
-            if exc.status == SSH_FX_FAILURE and self._lstat_or_none(new, timeout):
-                raise refined_error(exc.status, errno.EEXIST, "file exists", new) \
-                    from None
-            raise self._refine(exc, new, timeout=timeout) from None
+            raise self._refined("hardlink", exc, new, timeout=timeout) from None
 
     def rename_noreplace(self, old: bytes, new: bytes, *, timeout: float | None = None) -> None:
         """Rename `old` to `new` only if `new` does not exist, atomically (RENAME_NOREPLACE).
@@ -1044,13 +924,7 @@ class SFTPClient:
             self._wait(self._extended("hardlink@openssh.com", [string(old), string(new)],
                                       _expect_ok, new, detail), timeout)
         except SFTPError as exc:
-            if exc.status == SSH_FX_NO_SUCH_FILE:
-                raise
-            if self._lstat_or_none(new, timeout) is not None:
-                raise refined_error(exc.status, errno.EEXIST, "file exists", new) from None
-            raise refined_error(exc.status, errno.EINVAL,
-                                "cannot rename without replacing atomically here", new) \
-                from None
+            raise self._refined("rename_noreplace", exc, new, timeout=timeout) from None
         try:
             self.remove(old, timeout=timeout)
         except OSError:

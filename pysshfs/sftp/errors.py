@@ -2,8 +2,9 @@
 
 SFTP v3 has only eight codes, so OpenSSH's sftp-server folds most errnos into FAILURE;
 servers speaking later drafts send the finer v4-v6 codes even on a v3 session, so those
-are mapped too. Callers that know better what a FAILURE means for their request (rmdir
-→ ENOTEMPTY, mkdir → EEXIST) pass `failure=`.
+are mapped too. What a bare FAILURE meant for a given request (rmdir → ENOTEMPTY, mkdir →
+EEXIST, ...) is decided by asking the server afterwards: see `pysshfs.sftp.refine`.
+`LOST` is the other side of the coin: the errnos that mean the connection itself is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import errno
 import os
 
 from pysshfs.sanitize import sanitize
+
+# The connection is gone (our stream, not the server's own link: see SSH_FX_CONNECTION_LOST
+# below). The session reconnects on these and sends the request again where that is safe.
+LOST = (errno.ECONNABORTED, errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE)
 
 SSH_FX_OK = 0
 SSH_FX_EOF = 1
@@ -97,17 +102,16 @@ def path_str(path: bytes | str | None) -> str | None:
     return bytes(path).decode("utf-8", "surrogateescape")
 
 
-def status_errno(code: int, failure: int = errno.EIO) -> int:
-    if code == SSH_FX_FAILURE:
-        return failure
+def status_errno(code: int) -> int:
+    """The errno of a status code, before any refinement (an unknown code is EIO)."""
     return STATUS_ERRNO.get(code, errno.EIO)
 
 
-def status_error(code: int, message: str | bytes | None, path: bytes | str | None = None,
-                 *, failure: int = errno.EIO) -> SFTPError:
+def status_error(code: int, message: str | bytes | None,
+                 path: bytes | str | None = None) -> SFTPError:
     """The OSError for a STATUS reply; the server's message when it gave one (sanitised:
     it ends up in logs and on the terminal)."""
-    err = status_errno(code, failure)
+    err = status_errno(code)
     text = sanitize(message) or os.strerror(err)
     filename = path_str(path)
     exc = SFTPError(err, text, filename) if filename is not None else SFTPError(err, text)
@@ -116,7 +120,7 @@ def status_error(code: int, message: str | bytes | None, path: bytes | str | Non
 
 
 def refined_error(code: int, err: int, message: str, path: bytes | str | None) -> SFTPError:
-    """An error whose errno the client worked out itself (e.g. FAILURE that is ENOTEMPTY)."""
+    """An error whose errno was worked out by asking the server (see pysshfs.sftp.refine)."""
     filename = path_str(path)
     exc = SFTPError(err, message, filename) if filename is not None else SFTPError(err, message)
     exc.status = code

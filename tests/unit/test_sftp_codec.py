@@ -166,7 +166,7 @@ def test_status_map(code: int, err: int) -> None:
 
 
 def test_status_error_details() -> None:
-    exc = status_error(4, "", b"/x\xff", failure=errno.ENOTEMPTY)
+    exc = status_error(18, "", b"/x\xff")  # SSH_FX_DIR_NOT_EMPTY (a v4+ code)
     assert exc.errno == errno.ENOTEMPTY
     assert exc.strerror == "Directory not empty"
     assert exc.filename == "/x\udcff"
