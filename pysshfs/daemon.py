@@ -24,13 +24,17 @@ import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pysshfs.cache import kernel_timeouts
 from pysshfs.errors import MountError
 from pysshfs.mountspec import MountSpec
 from pysshfs.sanitize import SafeFormatter
 from pysshfs.system import warn_allow_other
+
+if TYPE_CHECKING:  # at run time imported in _serve, where they are first needed
+    from pysshfs.fs import SSHFS
+    from pysshfs.session import Session
 
 log = logging.getLogger("pysshfs")
 
@@ -132,7 +136,7 @@ def _widen_readahead(dev: int) -> None:
 class ShutdownGuard(threading.Thread):
     """Bounds how long the end of the FUSE loop may wait on the server (see above)."""
 
-    def __init__(self, session: Any, fuse: int, grace: float = SHUTDOWN_GRACE) -> None:
+    def __init__(self, session: Session, fuse: int, grace: float = SHUTDOWN_GRACE) -> None:
         super().__init__(name="pysshfs-shutdown-guard", daemon=True)
         self.session = session
         self.fuse = fuse
@@ -224,7 +228,7 @@ def _serve(spec: MountSpec, on_mounted: Any) -> int:
     return 0
 
 
-def _control_server(spec: MountSpec, session: Any, ops: Any) -> Any:
+def _control_server(spec: MountSpec, session: Session, ops: SSHFS) -> Any:
     """`pysshfs status` and `pysshfs refresh` for this mount (see pysshfs.control)."""
     from pysshfs.control import ControlServer, check_paths
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
+from pysshfs.remote import RemoteFS
 from pysshfs.sftp.codec import SSH_FXF_READ
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Held:
 class OpenAhead:
     """Files opened ahead, by FUSE path."""
 
-    def __init__(self, session: Any, cache: MetadataCache, chunk: int, *,
+    def __init__(self, session: RemoteFS, cache: MetadataCache, chunk: int, *,
                  ahead: int = 8, max_held: int = 64, max_size: int = 256 * 1024,
                  hold_for: float = 2.0, workers: int = 8,
                  is_open: Callable[[str], bool] | None = None) -> None:
