@@ -100,6 +100,7 @@ from pysshfs.sftp.errors import (
     status_error,
 )
 from pysshfs.sftp.limits import ListingGuard
+from pysshfs.sftp.reply import Reply
 from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
@@ -574,8 +575,7 @@ class SFTPClient:
     def _send(self, ptype: int, parts: list[bytes | memoryview], parse: Parser, op: str,
               path: bytes | None, detail: Any = None) -> Future:
         """Register and send one request; its Future resolves in the reader thread."""
-        future: Future = Future()
-        future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
+        future: Future = Reply()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
         req = _Request(future, parse, op, path, 0.0)
         with self._lock:
