@@ -621,7 +621,8 @@ class SFTPClient:
         if getattr(self._batch, "packets", None) is not None:
             yield  # already batching: the outer block sends
             return
-        self._batch.packets = held = []
+        held: list[bytes] = []
+        self._batch.packets = held
         try:
             yield
         finally:
