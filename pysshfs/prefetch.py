@@ -25,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from pysshfs.cache import parent_of
+
 log = logging.getLogger(__name__)
 
 # Fetch(path, limit) -> paths of the subdirectories it found (None: too big).
@@ -61,14 +63,22 @@ class ListingPrefetcher:
 
     def claim(self, path: str) -> tuple[Future, bool]:
         """For a listing fetched in the caller's thread: (future, True) to fetch it and
-        `finish` it, or (the pending one, False) to wait for instead of fetching twice."""
+        `finish` it, or (the pending one, False) to wait for instead of fetching twice.
+
+        The kernel is reading `path` now: if its parent was read just before, that is a
+        walk, and the siblings' listings start here, while this one is still on the wire
+        (read_by_kernel would start them only once it has come back: two round trips
+        later)."""
         with self._lock:
             fut = self._pending.get(path)
             if fut is not None:
                 return fut, False
             fut = Future()
             self._pending[path] = fut
-            return fut, True
+            siblings = self._walk_siblings(path, parent_of(path), time.monotonic())
+        for sub in siblings:
+            self.start(sub, self.walk_depth)
+        return fut, True
 
     def finish(self, path: str, fut: Future) -> None:
         self._finish(path, fut, None)
@@ -110,13 +120,20 @@ class ListingPrefetcher:
                 self._read.popitem(last=False)
             seen = self._read.get(parent)
             walking = path != parent and seen is not None and now - seen[0] <= self.walk_window
-            siblings: list[str] = []
-            if walking and seen is not None and seen[1]:
-                siblings = seen[1]  # once per parent: the others will find them queued
-                self._read[parent] = (seen[0], [])
+            siblings = self._walk_siblings(path, parent, now) if walking else []
         if walking:
             for sub in [*subdirs, *siblings]:
                 self.start(sub, self.walk_depth)
+
+    def _walk_siblings(self, path: str, parent: str, now: float) -> list[str]:
+        """When `parent` was read just before `path` (a walk): the parent's other
+        subdirectories, handed out once per parent (later readers find them queued).
+        Lock held."""
+        seen = self._read.get(parent)
+        if path == parent or seen is None or now - seen[0] > self.walk_window or not seen[1]:
+            return []
+        self._read[parent] = (seen[0], [])
+        return seen[1]
 
     def close(self) -> None:
         with self._lock:

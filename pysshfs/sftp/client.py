@@ -28,9 +28,10 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from pysshfs.lograte import RateLimitedLog
@@ -91,6 +92,7 @@ from pysshfs.sftp.errors import (
 )
 from pysshfs.sftp.limits import ListingGuard
 from pysshfs.sftp.refine import refine
+from pysshfs.sftp.reply import Reply
 from pysshfs.stats import Traffic
 
 log = logging.getLogger(__name__)
@@ -328,6 +330,7 @@ class SFTPClient:
         self._last_reply = 0.0  # monotonic time of the last reply
         self._told_closed = False  # on_closed has been called
         self.bytes_moved = 0  # bytes of SFTP packets sent and received on this connection
+        self._batch = threading.local()  # .packets: requests held by _batched() (per thread)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"v{self.version}"
@@ -565,8 +568,7 @@ class SFTPClient:
     def _send(self, ptype: int, parts: list[bytes | memoryview], parse: Parser, op: str,
               path: bytes | None, detail: Any = None) -> Future:
         """Register and send one request; its Future resolves in the reader thread."""
-        future: Future = Future()
-        future.set_running_or_notify_cancel()  # on the wire: it cannot be cancelled
+        future: Future = Reply()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
         req = _Request(future, parse, op, path, 0.0)
         with self._lock:
@@ -580,17 +582,44 @@ class SFTPClient:
             self.traffic.requests += 1
         packet = build_packet(ptype, request_id, parts)
         if debug:
+            if callable(detail):
+                detail = detail()
             what = detail if detail is not None else path_str(path) or ""
             log.debug("[%05d] %s %s", request_id, op, what)
+        held = getattr(self._batch, "packets", None)
+        if held is not None:
+            held.append(packet)
+        else:
+            self._transmit(packet)
+        return future
+
+    def _transmit(self, data: bytes) -> None:
         try:
             with self._send_lock:
-                self.bytes_moved += len(packet)
-                self._stream.sendall(packet)
-                self.traffic.bytes_sent += len(packet)
+                self.bytes_moved += len(data)
+                self._stream.sendall(data)
+                self.traffic.bytes_sent += len(data)
         except Exception as exc:  # noqa: BLE001 - any failure to send loses the session
             self._shutdown(exc)
             raise _lost_error(self.name, exc) from None
-        return future
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """Requests this thread sends inside go out together at the end, in order, as one
+        write: one SSH packet to encrypt and one socket write instead of one each (a
+        request and the LSTAT read back behind it; a listing's first READDIRs). Never
+        wait for a reply inside: its request has not left yet."""
+        if getattr(self._batch, "packets", None) is not None:
+            yield  # already batching: the outer block sends
+            return
+        held: list[bytes] = []
+        self._batch.packets = held
+        try:
+            yield
+        finally:
+            self._batch.packets = None
+            if held:
+                self._transmit(b"".join(held))
 
     def _extended(self, name: str, parts: list[bytes | memoryview], parse: Parser,
                   path: bytes | None, detail: Any = None) -> Future:
@@ -636,7 +665,8 @@ class SFTPClient:
     def _setstat_async(self, path: bytes, attrs: Attrs, *, nofollow: bool) -> Future:
         """SETSTAT, or lsetstat@openssh.com (which does not follow a final symlink)."""
         parts = [string(path), encode_attrs(attrs)]
-        detail = f"{path_str(path)} {attrs}"
+        def detail() -> str:
+            return f"{path_str(path)} {attrs}"
         if nofollow:
             return self._extended("lsetstat@openssh.com", parts, _expect_ok, path, detail)
         return self._send(SSH_FXP_SETSTAT, parts, _expect_ok, "SETSTAT", path, detail)
@@ -684,8 +714,9 @@ class SFTPClient:
         server has it) + LSTAT. The attributes read back, or None if that part failed.
         """
         nofollow = not follow and self.has_extension("lsetstat@openssh.com")
-        change = self._setstat_async(path, attrs, nofollow=nofollow)
-        after = self.stat_async(path) if follow else self.lstat_async(path)
+        with self._batched():
+            change = self._setstat_async(path, attrs, nofollow=nofollow)
+            after = self.stat_async(path) if follow else self.lstat_async(path)
         self._setstat_wait(change, path, attrs, timeout)
         return self._read_back(after, timeout)
 
@@ -695,8 +726,9 @@ class SFTPClient:
         """open() with the new file's attributes read back in the same round trip (see
         setstat_and_lstat): creating a file then costs one round trip, not two.
         `follow`: STAT instead of LSTAT."""
-        opening = self._open_async(path, pflags, attrs)
-        after = self.stat_async(path) if follow else self.lstat_async(path)
+        with self._batched():
+            opening = self._open_async(path, pflags, attrs)
+            after = self.stat_async(path) if follow else self.lstat_async(path)
         return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
 
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
@@ -706,7 +738,8 @@ class SFTPClient:
 
     def _open_async(self, path: bytes, pflags: int, attrs: Attrs | None) -> Future:
         return self._send(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
-                          _expect_handle, "OPEN", path, f"{path_str(path)} flags=0x{pflags:02x}")
+                          _expect_handle, "OPEN", path,
+                          lambda: f"{path_str(path)} flags=0x{pflags:02x}")
 
     def _open_wait(self, opening: Future, path: bytes, pflags: int,
                    timeout: float | None) -> bytes:
@@ -733,7 +766,7 @@ class SFTPClient:
         length = min(length, self.max_read)
         return self._send(SSH_FXP_READ, [string(handle), u64(offset), u32(length)],
                           _make_expect_data(length), "READ", None,
-                          f"{handle.hex()} {offset} {length}")
+                          lambda: f"{handle.hex()} {offset} {length}")
 
     def write(self, handle: bytes, offset: int, data: bytes | memoryview, *,
               timeout: float | None = None) -> None:
@@ -750,7 +783,8 @@ class SFTPClient:
 
     def _write_one(self, handle: bytes, offset: int, view: memoryview) -> Future:
         return self._send(SSH_FXP_WRITE, [string(handle), u64(offset), u32(len(view)), view],
-                          _expect_ok, "WRITE", None, f"{handle.hex()} {offset} {len(view)}")
+                          _expect_ok, "WRITE", None,
+                          lambda: f"{handle.hex()} {offset} {len(view)}")
 
     def fsync(self, handle: bytes, *, timeout: float | None = None) -> None:
         """Flush the remote file to disk (fsync@openssh.com); EOPNOTSUPP without it."""
@@ -770,7 +804,7 @@ class SFTPClient:
 
     def _readdir_async(self, handle: bytes) -> Future:
         return self._send(SSH_FXP_READDIR, [string(handle)], _expect_names, "READDIR", None,
-                          handle.hex())
+                          handle.hex)
 
     def listdir_attr(self, path: bytes, limit: int | None = None, *,
                      timeout: float | None = None) -> list[tuple[bytes, Attrs]] | None:
@@ -787,14 +821,19 @@ class SFTPClient:
         entries: list[tuple[bytes, Attrs]] = []
         guard = ListingGuard(path, self.name)  # bounded size, only names that can exist
         try:
-            in_flight = deque(self._readdir_async(handle) for _ in range(READDIR_IN_FLIGHT))
+            with self._batched():
+                in_flight = deque(self._readdir_async(handle)
+                                  for _ in range(READDIR_IN_FLIGHT))
             while in_flight:
                 batch = self._wait(in_flight.popleft(), timeout)
                 if batch is None:
                     break
-                in_flight.append(self._readdir_async(handle))
-                if len(in_flight) < READDIR_MAX_IN_FLIGHT and len(batch) >= 64:
-                    in_flight.append(self._readdir_async(handle))  # a big directory
+                if len(in_flight) < READDIR_MAX_IN_FLIGHT - 1 and len(batch) >= 64:
+                    with self._batched():  # a big directory: one more than came back
+                        in_flight.append(self._readdir_async(handle))
+                        in_flight.append(self._readdir_async(handle))
+                else:
+                    in_flight.append(self._readdir_async(handle))
                 entries.extend(guard.accept(batch))
                 if limit is not None and len(entries) > limit:
                     return None
@@ -814,7 +853,7 @@ class SFTPClient:
         it before any later request (one round trip less per directory or file)."""
         try:
             fut = self._send(SSH_FXP_CLOSE, [string(handle)], _expect_ok, "CLOSE", None,
-                             handle.hex())
+                             handle.hex)
         except OSError as exc:
             log.debug("%s: closing handle: %s", self.name, exc)
             return
@@ -834,9 +873,10 @@ class SFTPClient:
         """mkdir with the new directory's attributes read back in the same round trip
         (see setstat_and_lstat); when MKDIR fails, that read-back tells EEXIST apart at
         no extra cost. The attributes, or None if the read-back failed."""
-        making = self._send(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)], _expect_ok,
-                            "MKDIR", path)
-        after = self.lstat_async(path)
+        with self._batched():
+            making = self._send(SSH_FXP_MKDIR, [string(path), encode_attrs(attrs)],
+                                _expect_ok, "MKDIR", path)
+            after = self.lstat_async(path)
         try:
             self._wait(making, timeout)
         except SFTPError as exc:

@@ -25,6 +25,7 @@ from pysshfs.ssh import hostkeys, proxy
 from pysshfs.ssh.algorithms import choose
 from pysshfs.ssh.auth import Authenticator, Secrets
 from pysshfs.ssh.config import ResolvedTarget, resolve
+from pysshfs.ssh.readahead import read_ahead
 from pysshfs.ssh.request import ConnectRequest
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ def _session(target: ResolvedTarget, sock: Any, *, request: ConnectRequest, secr
     known = hostkeys.KnownHosts(target)
     algs.order_host_keys(known.known_key_types())
     try:
-        t = paramiko.Transport(sock, default_window_size=WINDOW_SIZE,
+        t = paramiko.Transport(read_ahead(sock), default_window_size=WINDOW_SIZE,
                                default_max_packet_size=MAX_PACKET_SIZE,
                                disabled_algorithms={"pubkeys": algs.disabled_pubkeys()})
     except (paramiko.SSHException, OSError, EOFError) as e:

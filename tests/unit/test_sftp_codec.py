@@ -93,6 +93,7 @@ def name_reply(entries: list[tuple[bytes, bytes, Attrs]]) -> bytes:
 VALID_BODIES = {
     "attrs": (extended_attrs([(b"a", b"b")]), codec.decode_attrs),
     "names": (name_reply([(b"a", b"-rw a", Attrs(size=1, mode=0o100600)),
+                          (b"full", b"-rw full", Attrs(2, 3, 4, 0o100644, 5, 6)),
                           (b"\xff\xfe", b"", Attrs())]), codec.decode_names),
     "statvfs": (b"".join(codec.u64(i) for i in range(11)), codec.decode_statvfs),
     "limits": (b"".join(codec.u64(i) for i in range(4)), codec.decode_limits),
@@ -360,3 +361,13 @@ def test_replies_that_keep_flowing_are_progress_but_one_never_answered_is_not() 
     assert client.closed
     assert 2 * limit < took < 3 * limit + 1.5, took
     assert stuck.exception(timeout=1).errno == errno.ECONNABORTED
+
+
+def test_names_decode_to_what_was_encoded_whatever_the_attribute_flags() -> None:
+    entries = [(b"a", b"-rw a", Attrs(size=1, mode=0o100600)),
+               (b"full", b"-rw full", Attrs(2, 3, 4, 0o100644, 5, 6)),
+               (b"none", b"", Attrs()),
+               (b"big", b"x" * 300, Attrs(2**40, 2**32 - 1, 0, 0o40755, 0, 2**32 - 1))]
+    r = Reader(name_reply(entries) + b"tail")
+    assert codec.decode_names(r) == entries
+    assert r.rest() == b"tail"  # the cursor stops right after the last entry

@@ -1,0 +1,57 @@
+"""A TCP socket for paramiko that reads ahead: one recv() per burst, not two per packet.
+
+paramiko's packetizer asks the socket for exactly what it needs next: the first cipher
+block of a packet, then the rest, then (ctr + hmac) the MAC. With the timeout paramiko
+sets, each of those recv() calls is a poll() and a recv(), and every one lets go of the
+GIL: four to six hand-overs per SSH packet in the thread that every reply waits for,
+each a chance for a FUSE or prefetch thread to take the GIL and make the transport
+thread queue behind it. Here recv() reads up to READ_SIZE bytes at once and serves the
+packetizer's small reads from that, so a reply (or several that arrived together)
+costs one poll() and one recv().
+
+Only paramiko's transport thread reads (its packetizer says so); everything else is
+the socket's own (send, settimeout, close, ...).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+READ_SIZE = 256 * 1024  # at least one whole SSH packet (paramiko's are up to 32 KiB + 2 KiB)
+
+
+class ReadAheadSocket:
+    """`sock` with a read buffer in front of recv()."""
+
+    def __init__(self, sock: socket.socket, read_size: int = READ_SIZE) -> None:
+        self._sock = sock
+        self._read_size = read_size
+        self._data = b""  # what was read and not yet handed out: _data[_pos:]
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos < len(data):
+            end = pos + n
+            if end >= len(data):
+                self._data, self._pos = b"", 0
+                return data[pos:] if pos else data
+            self._pos = end
+            return data[pos:end]
+        data = self._sock.recv(max(n, self._read_size))
+        if len(data) <= n:
+            return data
+        self._data, self._pos = data, n
+        return data[:n]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def read_ahead(sock: Any) -> Any:
+    """A TCP socket wrapped to read ahead; any other stream (ProxyCommand, a channel of a
+    jump host) as it is: its recv() has its own semantics."""
+    if isinstance(sock, socket.socket):
+        return ReadAheadSocket(sock)
+    return sock
