@@ -565,7 +565,7 @@ class SFTPClient:
             req.future.set_result(result)
 
     # --- sending ------------------------------------------------------------------------
-    def _send(self, ptype: int, parts: list[bytes | memoryview], parse: Parser, op: str,
+    def _send(self, ptype: int, parts: Sequence[bytes | memoryview], parse: Parser, op: str,
               path: bytes | None, detail: Any = None) -> Future:
         """Register and send one request; its Future resolves in the reader thread."""
         future: Future = Reply()  # on the wire: it cannot be cancelled
@@ -621,7 +621,7 @@ class SFTPClient:
             if held:
                 self._transmit(b"".join(held))
 
-    def _extended(self, name: str, parts: list[bytes | memoryview], parse: Parser,
+    def _extended(self, name: str, parts: Sequence[bytes | memoryview], parse: Parser,
                   path: bytes | None, detail: Any = None) -> Future:
         return self._send(SSH_FXP_EXTENDED, [string(name), *parts], parse, name, path, detail)
 
@@ -857,8 +857,11 @@ class SFTPClient:
         except OSError as exc:
             log.debug("%s: closing handle: %s", self.name, exc)
             return
-        fut.add_done_callback(lambda f: f.exception() and log.debug(
-            "%s: closing handle: %s", self.name, f.exception()))
+        def tell(f: Future) -> None:
+            if f.exception() is not None:
+                log.debug("%s: closing handle: %s", self.name, f.exception())
+
+        fut.add_done_callback(tell)
 
     def mkdir(self, path: bytes, attrs: Attrs | None = None, *,
               timeout: float | None = None) -> None:
