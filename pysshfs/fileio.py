@@ -4,6 +4,43 @@ A round trip per request caps throughput at a few MB/s, so reads that look seque
 served from a window of READ requests already in flight, and writes return once their WRITE
 request is queued. The first write error the server reports is kept and raised at the next
 write, flush, fsync or release of the handle: never dropped.
+
+THREADS. An `OpenFile` is used from:
+  * libfuse worker threads (through `SSHFS.read/write/flush/fsync/release`): several at
+    once on one handle (a reader and a writer sharing a descriptor, kernel readahead);
+  * the thread that resolves SFTP futures and so runs their callbacks (`_observe`,
+    `_write_done`, the session's `acknowledged`): paramiko's transport thread, which
+    through `ssh.pushchannel.PushStream` also cuts the replies out of the channel and reads
+    the server's WINDOW_ADJUST messages; or, when a connection ends, the thread that
+    fails every pending request (`sftp-stream-end`, the request watchdog, a sender that saw
+    the stream break);
+  * `_REFILL` ("readahead_0"): one thread for all files that sends more readahead as
+    replies free room under the link's cap (callbacks must not send, see below);
+  * openahead workers only send a first READ whose future `adopt_first_chunk` takes.
+
+LOCKS.
+  * `OpenFile._lock` guards every mutable field of the handle: the readahead state
+    (`_chunks`, `_next_expected`, `_window`, `_eof_at`, `_ahead`: `_observe` reads
+    `_ahead`/`_window` unlocked, a stale look only delays a refill) and the write-behind
+    state (`_pending`, `_replay`, `_unacked`, `_error`, `high_water`, `wrote`). Its
+    conditions: `_acked_cond` (writes retired: room under `max_unacked`) and
+    `_claims_done` (a chunk claimed by a sender got its future).
+  * `LinkEstimate._lock` (one per daemon) guards the bytes in flight and the estimate;
+    a leaf: it is taken under `OpenFile._lock` (`admit(wait=False)`), never the reverse,
+    and nothing blocks while holding it but `admit(wait=True)`'s condition wait, which
+    releases it.
+
+THE RULE: `OpenFile._lock` is never held across a send, nor across a wait for a reply.
+The transport thread takes it (`_write_done`), and that thread is the only one that
+reads the server's window adjustments. A send blocks while the server's window is full
+(`paramiko.Channel.sendall`), or while another thread's send does so (the SFTP client's
+send lock): a thread blocked in a send while holding `_lock` would make the transport
+thread wait at `_write_done`, no window adjustment would be read again, and both would
+wait for ever (a reader and a writer on one handle were enough). So a READ is first
+*claimed* under the lock (a `_Claim` stands in `_chunks`; the link admits its bytes),
+sent with the lock released, and its future recorded under the lock again; another
+thread that wants the same chunk waits on `_claims_done` for it (the sender never waits
+for anything but the send itself). Writes were already sent outside the lock.
 """
 
 from __future__ import annotations
@@ -96,6 +133,13 @@ class LinkEstimate:
 
 
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
+
+
+class _Claim:
+    """Stands in `OpenFile._chunks` for a READ being sent by one thread, without the lock
+    held: the others wait for its future (or send it themselves if the claim goes)."""
+
+    __slots__ = ()
 LINK = LinkEstimate(8 * 1024 * 1024)
 
 
@@ -119,7 +163,9 @@ class OpenFile:
         self.chunk_write = max(4096, chunk_write)
         self._lock = threading.Lock()
         # readahead state
-        self._chunks: dict[int, Future] = {}  # chunk start offset -> Future[bytes]
+        # chunk start offset -> Future[bytes], or the _Claim of a thread sending its READ
+        self._chunks: dict[int, Future | _Claim] = {}
+        self._claims_done = threading.Condition(self._lock)  # a claim became a Future
         self._next_expected = 0
         self._window = self.min_window
         self._eof_at: int | None = None
@@ -146,10 +192,13 @@ class OpenFile:
         """Ask for the file's first chunk now, as the handle arrives: most files opened
         for reading are read from the start (cat, cp, git), and the reply then races the
         kernel's first READ instead of following it."""
+        claim = _Claim()
         with self._lock:
-            if 0 not in self._chunks and not self._pending \
-                    and self.link.admit(self.chunk_read, wait=False):
-                self._chunks[0] = self._timed_read(0, self.chunk_read)
+            if 0 in self._chunks or self._pending \
+                    or not self.link.admit(self.chunk_read, wait=False):
+                return
+            self._chunks[0] = claim
+        self._send_claimed([0], claim)
 
     def adopt_first_chunk(self, fut: Future) -> None:
         """The READ of the first chunk was sent already (the file was opened ahead)."""
@@ -201,7 +250,7 @@ class OpenFile:
             for start in [s for s in self._chunks if s + chunk <= offset]:
                 del self._chunks[start]  # behind the reader: no longer needed
             here = self._chunks.get(first)
-            if here is not None and here.done() and here.exception() is None \
+            if isinstance(here, Future) and here.done() and here.exception() is None \
                     and len(here.result()) < chunk:
                 self._eof_at = first + len(here.result())  # known: ask nothing past it
             limit = end + self._window
@@ -211,18 +260,8 @@ class OpenFile:
             self._ahead = (end, max(end, limit))
         parts: list[bytes | memoryview] = []  # joined once: one copy of the answer
         for start in range(first, end, chunk):
-            with self._lock:
-                fut = self._chunks.get(start)
-            if fut is None:
-                self.link.admit(chunk, wait=True)  # paced: not holding our lock
-                with self._lock:
-                    fut = self._chunks.get(start)
-                    if fut is None:
-                        fut = self._chunks[start] = self._timed_read(start, chunk)
-                    else:
-                        self.link.settled(chunk)
-            with self._lock:
-                self._send_ahead(start + chunk, max(end, limit))
+            fut = self._chunk(start)
+            self._send_ahead(start + chunk, max(end, limit))
             try:
                 data = fut.result()
             except OSError as exc:
@@ -247,24 +286,80 @@ class OpenFile:
             return parts[0]
         return b"".join(parts)
 
+    def _chunk(self, start: int) -> Future:
+        """The READ of the chunk at `start`: the one in flight, or one sent now (paced by
+        the link's cap; waits for room without holding our lock)."""
+        with self._lock:
+            fut = self._sent(start)
+        if fut is not None:
+            return fut
+        self.link.admit(self.chunk_read, wait=True)
+        claim = _Claim()
+        with self._lock:
+            fut = self._sent(start)
+            if fut is None:
+                self._chunks[start] = claim
+        if fut is not None:
+            self.link.settled(self.chunk_read)
+            return fut
+        return self._send_claimed([start], claim)[0]
+
+    def _sent(self, start: int) -> Future | None:
+        """The chunk at `start` once its READ is out (lock held; waits while another
+        thread is sending it)."""
+        fut = self._chunks.get(start)
+        while isinstance(fut, _Claim):
+            self._claims_done.wait()
+            fut = self._chunks.get(start)
+        return fut
+
     def _send_ahead(self, pos: int, upto: int) -> None:
         """Readahead: the chunks from `pos` to `upto` not asked for yet, as long as the
-        link's cap has room (lock held; never waits)."""
+        link's cap has room (never waits for room)."""
         chunk = self.chunk_read
-        while pos < upto:
-            if pos not in self._chunks:
-                if not self.link.admit(chunk, wait=False):
-                    break
-                self._chunks[pos] = self._timed_read(pos, chunk)
-            pos += chunk
+        claim = _Claim()
+        starts: list[int] = []
+        with self._lock:
+            while pos < upto:
+                if pos not in self._chunks:
+                    if not self.link.admit(chunk, wait=False):
+                        break
+                    self._chunks[pos] = claim
+                    starts.append(pos)
+                pos += chunk
+        if starts:
+            self._send_claimed(starts, claim)
+
+    def _send_claimed(self, starts: list[int], claim: _Claim) -> list[Future]:
+        """Send the READs of the chunks at `starts`, claimed for us under the lock and
+        admitted by the link; the lock is not held while sending (THE RULE above), and
+        each future replaces its claim unless the chunks were dropped meanwhile."""
+        chunk = self.chunk_read
+        futures: list[Future] = []
+        try:
+            for start in starts:
+                futures.append(self._timed_read(start, chunk))  # settles itself if it fails
+                with self._lock:
+                    if self._chunks.get(start) is claim:
+                        self._chunks[start] = futures[-1]
+                    self._claims_done.notify_all()
+        finally:
+            if len(futures) < len(starts):  # a send failed: give back what was not sent
+                for _ in starts[len(futures) + 1:]:
+                    self.link.settled(chunk)
+                with self._lock:
+                    for start in starts[len(futures):]:
+                        if self._chunks.get(start) is claim:
+                            del self._chunks[start]
+                    self._claims_done.notify_all()
+        return futures
 
     def _refill(self) -> None:
         """A reply arrived: send more readahead if the cap now has room (in a helper
         thread: never send from the SFTP reader thread)."""
-        with self._lock:
-            lo, hi = self._ahead
-            if hi > lo:
-                self._send_ahead(lo - lo % self.chunk_read, hi)
+        lo, hi = self._ahead
+        if hi > lo:
+            self._send_ahead(lo - lo % self.chunk_read, hi)
 
     def _timed_read(self, offset: int, length: int) -> Future:
         """Send a READ already admitted by the link (its bytes count as in flight until

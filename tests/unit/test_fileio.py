@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -159,3 +160,73 @@ def test_unacked_bytes_bounded() -> None:
     t.join(10)
     f.flush()
     assert bytes(remote.data) == b"q" * (64 * 4096)
+
+
+class WindowedRemote(MemoryRemote):
+    """Sends behave like paramiko's on a full SSH window: a READ sent while the window is
+    "closed" blocks until the transport thread has processed what arrived before the
+    window adjustment: here, the reply of a WRITE sent earlier. Like paramiko's transport
+    thread, `transport` runs future callbacks (the handle's `_write_done`) in order."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.window_closed = False
+        self.window_open = threading.Event()
+        self.wire: queue.SimpleQueue[Future | None] = queue.SimpleQueue()
+        self.stalled = False  # a send waited for a window adjustment that never came
+        self.transport = threading.Thread(target=self._transport, daemon=True)
+        self.transport.start()
+
+    def _transport(self) -> None:
+        while True:
+            item = self.wire.get()
+            if item is None:  # the window adjustment, behind the replies before it
+                self.window_open.set()
+                return
+            item.set_result(None)  # runs _write_done here, as paramiko's thread does
+
+    def read_async(self, handle: bytes, offset: int, length: int) -> Future:
+        if self.window_closed:
+            self.wire.put(None)
+            if not self.window_open.wait(3):
+                self.stalled = True  # the transport thread is stuck: a deadlock
+        done: Future = Future()
+        done.set_result(self._read(offset, length))
+        return done
+
+    def write_async(self, handle: bytes, offset: int, data: object) -> Future:
+        self._write(offset, bytes(data))  # type: ignore[arg-type]
+        fut: Future = Future()
+        self.wire.put(fut)  # its reply comes before the window adjustment
+        return fut
+
+
+def test_send_blocked_on_the_ssh_window_holds_no_lock_the_transport_thread_needs() -> None:
+    """Issue 13: a READ sent with the handle's lock held, blocked on a full window, while
+    the transport thread delivers a WRITE reply (it takes the same lock) = both wait for
+    ever. The reader's READ goes out just after a writer's WRITE, as a reader and a writer
+    sharing one descriptor do."""
+    payload = os.urandom(64 * 1024)
+    remote = WindowedRemote(payload)
+    f = open_file(remote)
+    written = threading.Event()
+
+    class WriterBetween(type(f.link)):  # type: ignore[misc]
+        def admit(self, nbytes: int, wait: bool) -> bool:
+            if wait and not written.is_set():
+                # the writer's WRITE goes out now, between the reader's check for pending
+                # writes and its READ; then the window is full
+                t = threading.Thread(target=f.write, args=(b"w" * 4096, 1 << 20))
+                t.start()
+                t.join(5)
+                remote.window_closed = True
+                written.set()
+            return super().admit(nbytes, wait)
+
+    f.link = WriterBetween(f.link.max_cap)
+    assert f.read(4096, 0) == payload[:4096]
+    assert written.is_set()
+    remote.transport.join(5)
+    assert not remote.stalled, "READ sent with the handle's lock held: deadlock"
+    f.flush()
+    assert bytes(remote.data[1 << 20:]) == b"w" * 4096
