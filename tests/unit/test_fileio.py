@@ -230,3 +230,21 @@ def test_send_blocked_on_the_ssh_window_holds_no_lock_the_transport_thread_needs
     assert not remote.stalled, "READ sent with the handle's lock held: deadlock"
     f.flush()
     assert bytes(remote.data[1 << 20:]) == b"w" * 4096
+
+
+def test_kernel_reads_out_of_order_keep_the_readahead() -> None:
+    """The kernel keeps two readahead READs in flight and libfuse's threads may hand them
+    over swapped: that is still a stream, and each chunk is asked for once (issue 10's
+    sequential-read regression: swapped pairs were taken for random access)."""
+    size = 16384
+    payload = os.urandom(64 * size)
+    remote = MemoryRemote(payload)
+    f = open_file(remote)
+    order = []
+    for i in range(0, 64, 4):
+        order += [i, i + 2, i + 1, i + 3]  # pairs overtaking each other
+    for i in order:
+        assert f.read(size, i * size) == payload[i * size:(i + 1) * size]
+    offsets = [off for off, _ in remote.reads]
+    assert len(offsets) == len(set(offsets)), "readahead dropped and asked for again"
+    assert all(n == 4096 for _, n in remote.reads)  # readahead chunks, no direct reads
