@@ -319,7 +319,9 @@ class OpenFile:
         if fut is not None:
             self.link.settled(self.chunk_read)
             return fut
-        return self._send_claimed([start], claim)[0]
+        sent = self._send_claimed([start], claim, needed=True)
+        assert sent is not None  # (needed: sent, or an exception)
+        return sent
 
     def _sent(self, start: int) -> Future | None:
         """The chunk at `start` once its READ is out (lock held; waits while another
@@ -348,29 +350,41 @@ class OpenFile:
         if starts:
             self._send_claimed(starts, claim)
 
-    def _send_claimed(self, starts: list[int], claim: _Claim) -> list[Future]:
+    def _send_claimed(self, starts: list[int], claim: _Claim,
+                      needed: bool = False) -> Future | None:
         """Send the READs of the chunks at `starts`, claimed for us under the lock and
         admitted by the link; the lock is not held while sending (THE RULE above), and
-        each future replaces its claim unless the chunks were dropped meanwhile."""
+        each future replaces its claim unless the chunks were dropped meanwhile. Unless
+        `needed` (a reader waits for it), a chunk dropped before its turn (a write, a
+        seek, release) is not sent at all. Returns the last future sent."""
         chunk = self.chunk_read
-        futures: list[Future] = []
+        fut: Future | None = None
+        done = 0  # starts dealt with: sent, or given back
         try:
             for start in starts:
-                futures.append(self._timed_read(start, chunk))  # settles itself if it fails
+                if not needed:
+                    with self._lock:
+                        dropped = self._chunks.get(start) is not claim
+                    if dropped:
+                        done += 1
+                        self.link.settled(chunk)
+                        continue
+                done += 1  # from here on, _timed_read gives the room back if it fails
+                fut = self._timed_read(start, chunk)
                 with self._lock:
                     if self._chunks.get(start) is claim:
-                        self._chunks[start] = futures[-1]
+                        self._chunks[start] = fut
                     self._claims_done.notify_all()
-        finally:
-            if len(futures) < len(starts):  # a send failed: give back what was not sent
-                for _ in starts[len(futures) + 1:]:
-                    self.link.settled(chunk)
-                with self._lock:
-                    for start in starts[len(futures):]:
-                        if self._chunks.get(start) is claim:
-                            del self._chunks[start]
-                    self._claims_done.notify_all()
-        return futures
+        except BaseException:
+            for _ in starts[done:]:
+                self.link.settled(chunk)
+            with self._lock:
+                for start in starts[max(done - 1, 0):]:  # the one that failed, and after
+                    if self._chunks.get(start) is claim:
+                        del self._chunks[start]
+                self._claims_done.notify_all()
+            raise
+        return fut
 
     def _refill(self) -> None:
         """A reply arrived: send more readahead if the cap now has room (in a helper

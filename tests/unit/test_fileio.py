@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from pysshfs.fileio import OpenFile
+from pysshfs.fileio import LinkEstimate, OpenFile, _Claim
 
 
 class MemoryRemote:
@@ -248,3 +248,56 @@ def test_kernel_reads_out_of_order_keep_the_readahead() -> None:
     offsets = [off for off, _ in remote.reads]
     assert len(offsets) == len(set(offsets)), "readahead dropped and asked for again"
     assert all(n == 4096 for _, n in remote.reads)  # readahead chunks, no direct reads
+
+
+def test_a_failed_send_gives_back_its_claims_and_room() -> None:
+    remote = MemoryRemote(os.urandom(64 * 4096))
+    original = remote.read_async
+
+    def refusing(handle: bytes, offset: int, length: int) -> Future:
+        if offset >= 2 * 4096:
+            raise OSError(errno.EIO, "file was lost while the connection was down")
+        return original(handle, offset, length)
+
+    remote.read_async = refusing  # type: ignore[method-assign]
+    f = open_file(remote)
+    f.link = LinkEstimate(1 << 20)
+    with pytest.raises(OSError) as info:
+        f.read(4096, 0)  # its readahead fails to go out
+    assert info.value.errno == errno.EIO
+    assert not any(isinstance(v, _Claim) for v in f._chunks.values())
+    remote.pool.shutdown(wait=True)  # the READs that went out are answered
+    assert f.link.in_flight == 0
+
+
+def test_a_chunk_being_sent_by_one_reader_is_waited_for_by_another() -> None:
+    """Two kernel reads of one chunk at once: the second waits for the first one's send
+    (no lock held across it) and the chunk is asked for once."""
+    payload = os.urandom(8 * 4096)
+    remote = MemoryRemote(payload)
+    in_send = threading.Event()
+    go_on = threading.Event()
+    original = remote.read_async
+
+    def slow_first_send(handle: bytes, offset: int, length: int) -> Future:
+        if offset == 0 and not in_send.is_set():
+            in_send.set()
+            go_on.wait(5)  # a send blocked on a full window
+        return original(handle, offset, length)
+
+    remote.read_async = slow_first_send  # type: ignore[method-assign]
+    f = open_file(remote)
+    f.max_window = f.min_window = 4096  # no readahead: one chunk per read
+    results: list[bytes] = []
+    first = threading.Thread(target=lambda: results.append(f.read(4096, 0)))
+    first.start()
+    assert in_send.wait(5)
+    second = threading.Thread(target=lambda: results.append(f._chunk(0).result()))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # waiting for the first one's READ, not sending its own
+    go_on.set()
+    first.join(5)
+    second.join(5)
+    assert results == [payload[:4096], payload[:4096]]
+    assert [off for off, _ in remote.reads].count(0) == 1
