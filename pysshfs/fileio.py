@@ -20,8 +20,10 @@ THREADS. An `OpenFile` is used from:
 
 LOCKS.
   * `OpenFile._lock` guards every mutable field of the handle: the readahead state
-    (`_chunks`, `_next_expected`, `_window`, `_eof_at`, `_ahead`: `_observe` reads
-    `_ahead`/`_window` unlocked, a stale look only delays a refill) and the write-behind
+    (`_chunks`, `_next_expected`, `_window`, `_eof_at`, `_ahead`, `_starved`; the
+    refill decision in `_observe` and `_refill` looks at `_ahead`/`_window`/`_starved`
+    unlocked: a stale look costs one refill too many or too few, and the kernel's next
+    read tops the readahead up anyway) and the write-behind
     state (`_pending`, `_replay`, `_unacked`, `_error`, `high_water`, `wrote`). Its
     conditions: `_acked_cond` (writes retired: room under `max_unacked`) and
     `_claims_done` (a chunk claimed by a sender got its future).
