@@ -21,10 +21,10 @@ THREADS. An `OpenFile` is used from:
 LOCKS.
   * `OpenFile._lock` guards every mutable field of the handle: the readahead state
     (`_chunks`, `_next_expected`, `_window`, `_eof_at`, `_ahead`, `_starved`; the
-    refill decision in `_observe` and `_refill` looks at `_ahead`/`_window`/`_starved`
-    unlocked: a stale look costs one refill too many or too few, and the kernel's next
-    read tops the readahead up anyway) and the write-behind
-    state (`_pending`, `_replay`, `_unacked`, `_error`, `high_water`, `wrote`). Its
+    refill decision in `_observe` looks at `_ahead`/`_window`/`_starved` unlocked: a
+    stale look costs one refill too many or too few, and the kernel's next read tops
+    the readahead up anyway) and the write-behind state (`_pending`, `_replay`,
+    `_unacked`, `_error`, `high_water`, `wrote`). Its
     conditions: `_acked_cond` (writes retired: room under `max_unacked`) and
     `_claims_done` (a chunk claimed by a sender got its future).
   * `LinkEstimate._lock` (one per daemon) guards the bytes in flight and the estimate;
@@ -334,13 +334,16 @@ class OpenFile:
             fut = self._chunks.get(start)
         return fut
 
-    def _send_ahead(self, pos: int, upto: int) -> None:
-        """Readahead: the chunks from `pos` to `upto` not asked for yet, as long as the
-        link's cap has room (never waits for room)."""
+    def _send_ahead(self, pos: int | None = None, upto: int = 0) -> None:
+        """Readahead: the chunks from `pos` to `upto` not asked for yet (None: the span
+        `_ahead` holds now), as long as the link's cap has room (never waits for room)."""
         chunk = self.chunk_read
         claim = _Claim()
         starts: list[int] = []
         with self._lock:
+            if pos is None:  # read under the lock: a stale span would ask again for
+                lo, upto = self._ahead  # chunks already dropped behind the reader
+                pos = lo - lo % chunk
             while pos < upto:
                 if pos not in self._chunks:
                     if not self.link.admit(chunk, wait=False):
@@ -391,9 +394,7 @@ class OpenFile:
     def _refill(self) -> None:
         """A reply arrived: send more readahead if the cap now has room (in a helper
         thread: never send from the SFTP reader thread)."""
-        lo, hi = self._ahead
-        if hi > lo:
-            self._send_ahead(lo - lo % self.chunk_read, hi)
+        self._send_ahead()
 
     def _timed_read(self, offset: int, length: int) -> Future:
         """Send a READ already admitted by the link (its bytes count as in flight until
