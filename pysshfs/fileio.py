@@ -414,10 +414,14 @@ class OpenFile:
             return
         self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read)
         if self._starved and self._ahead[1] > self._ahead[0] \
-                and self._window > 2 * self.min_window:
+                and self._window > 2 * self.min_window \
+                and self.link.cap - self.link.in_flight >= max(self.chunk_read,
+                                                               self.link.cap // 4):
             # A stream (the window grew) held back by the link's cap: keep it flowing.
-            # Only then: a thread hop per reply costs loopback streams ~15% of their CPU,
-            # and a readahead the cap did not cut is topped up by the kernel's next read.
+            # Only then (a readahead the cap did not cut is topped up by the kernel's
+            # next read), and once a quarter of the cap is free: a thread hop per reply
+            # costs a loopback stream 10-15% of its CPU. On a slow link the cap is a few
+            # chunks (100 Mbit/s, 20 ms: 3), and every reply that frees one refills.
             self._starved = False
             _REFILL.submit(self._refill)
 
