@@ -13,6 +13,27 @@ waiting on a server that never answers. `ShutdownGuard` watches for the loop bei
 to end; from then on the server gets SHUTDOWN_GRACE seconds to answer what is pending,
 after which the session is closed (every waiting request fails at once, writes still
 pending are logged as lost, by path) and the daemon exits within a few seconds.
+
+THREADS of a running mount (the daemon process):
+  * the main thread runs `_serve`: connects, then sits in `FUSE(...)`, libfuse's loop;
+  * libfuse's worker threads (multithreaded loop) call the `SSHFS` methods (fs.py), one
+    kernel request each, and block on the server's replies; `init` runs on one of them
+    and starts the two below;
+  * `mount-confirm`: stats the mountpoint once INIT is through, widens readahead,
+    starts the control server and tells the waiting parent;
+  * `pysshfs-shutdown-guard` (`ShutdownGuard`): polls libfuse's exit flag; once the
+    loop is ending, closes the session after SHUTDOWN_GRACE;
+  * `pysshfs-control` (accept loop) and one `pysshfs-control-req` per request
+    (control.py): `pysshfs status` and `pysshfs refresh`;
+  * below the session: `pysshfs-reconnect` (at most one, session.py), paramiko's
+    transport thread, `ssh-window N`, `sftp-stream-end` (ssh/pushchannel.py),
+    `ssh-keepalive` and its probes (ssh/connection.py), the SFTP request watchdog
+    `<name>-deadlines` (sftp/client.py);
+  * helpers of the file system: `readahead_0` (fileio.py), `openahead_N`
+    (openahead.py), `prefetch_N` (prefetch.py).
+Each module's docstring says which locks guard what. This module keeps no lock: the
+`mounted` dict is written by the `init` and `mount-confirm` threads and read by the main
+thread only after the FUSE loop has returned.
 """
 
 from __future__ import annotations

@@ -4,6 +4,45 @@ A round trip per request caps throughput at a few MB/s, so reads that look seque
 served from a window of READ requests already in flight, and writes return once their WRITE
 request is queued. The first write error the server reports is kept and raised at the next
 write, flush, fsync or release of the handle: never dropped.
+
+THREADS. An `OpenFile` is used from:
+  * libfuse worker threads (through `SSHFS.read/write/flush/fsync/release`): several at
+    once on one handle (a reader and a writer sharing a descriptor, kernel readahead);
+  * the thread that resolves SFTP futures and so runs their callbacks (`_observe`,
+    `_write_done`, the session's `acknowledged`): paramiko's transport thread, which
+    through `ssh.pushchannel.PushStream` also cuts the replies out of the channel and reads
+    the server's WINDOW_ADJUST messages; or, when a connection ends, the thread that
+    fails every pending request (`sftp-stream-end`, the request watchdog, a sender that saw
+    the stream break);
+  * `_REFILL` ("readahead_0"): one thread for all files that sends more readahead as
+    replies free room under the link's cap (callbacks must not send, see below);
+  * openahead workers only send a first READ whose future `adopt_first_chunk` takes.
+
+LOCKS.
+  * `OpenFile._lock` guards every mutable field of the handle: the readahead state
+    (`_chunks`, `_next_expected`, `_window`, `_eof_at`, `_ahead`, `_starved`; the
+    refill decision in `_observe` looks at `_ahead`/`_window`/`_starved` unlocked: a
+    stale look costs one refill too many or too few, and the kernel's next read tops
+    the readahead up anyway) and the write-behind state (`_pending`, `_replay`,
+    `_unacked`, `_error`, `high_water`, `wrote`). Its
+    conditions: `_acked_cond` (writes retired: room under `max_unacked`) and
+    `_claims_done` (a chunk claimed by a sender got its future).
+  * `LinkEstimate._lock` (one per daemon) guards the bytes in flight and the estimate;
+    a leaf: it is taken under `OpenFile._lock` (`admit(wait=False)`), never the reverse,
+    and nothing blocks while holding it but `admit(wait=True)`'s condition wait, which
+    releases it.
+
+THE RULE: `OpenFile._lock` is never held across a send, nor across a wait for a reply.
+The transport thread takes it (`_write_done`), and that thread is the only one that
+reads the server's window adjustments. A send blocks while the server's window is full
+(`paramiko.Channel.sendall`), or while another thread's send does so (the SFTP client's
+send lock): a thread blocked in a send while holding `_lock` would make the transport
+thread wait at `_write_done`, no window adjustment would be read again, and both would
+wait for ever (a reader and a writer on one handle were enough). So a READ is first
+*claimed* under the lock (a `_Claim` stands in `_chunks`; the link admits its bytes),
+sent with the lock released, and its future recorded under the lock again; another
+thread that wants the same chunk waits on `_claims_done` for it (the sender never waits
+for anything but the send itself). Writes were already sent outside the lock.
 """
 
 from __future__ import annotations
@@ -95,6 +134,18 @@ class LinkEstimate:
 
 
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
+
+
+# Reads this many of their own size off the stream's end still count as sequential, and
+# readahead chunks are kept that far behind it (kernel readahead reordered, see read()).
+REORDER_READS = 4
+
+
+class _Claim:
+    """Stands in `OpenFile._chunks` for a READ being sent by one thread, without the lock
+    held: the others wait for its future (or send it themselves if the claim goes)."""
+
+    __slots__ = ()
 LINK = LinkEstimate(8 * 1024 * 1024)
 
 
@@ -118,7 +169,9 @@ class OpenFile:
         self.chunk_write = max(4096, chunk_write)
         self._lock = threading.Lock()
         # readahead state
-        self._chunks: dict[int, Future] = {}  # chunk start offset -> Future[bytes]
+        # chunk start offset -> Future[bytes], or the _Claim of a thread sending its READ
+        self._chunks: dict[int, Future | _Claim] = {}
+        self._claims_done = threading.Condition(self._lock)  # a claim became a Future
         self._next_expected = 0
         self._window = self.min_window
         self._eof_at: int | None = None
@@ -126,6 +179,7 @@ class OpenFile:
         # meanwhile waits behind that queue (head-of-line blocking on the one channel).
         self.link = LINK
         self._ahead = (0, 0)  # readahead span beyond the kernel's last request: [lo, hi)
+        self._starved = False  # readahead stopped short of _ahead for the link's cap
         # write-behind state
         self._pending: deque[tuple[Future, int, int, Any]] = deque()  # (fut, n, offset, data)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
@@ -145,10 +199,13 @@ class OpenFile:
         """Ask for the file's first chunk now, as the handle arrives: most files opened
         for reading are read from the start (cat, cp, git), and the reply then races the
         kernel's first READ instead of following it."""
+        claim = _Claim()
         with self._lock:
-            if 0 not in self._chunks and not self._pending \
-                    and self.link.admit(self.chunk_read, wait=False):
-                self._chunks[0] = self._timed_read(0, self.chunk_read)
+            if 0 in self._chunks or self._pending \
+                    or not self.link.admit(self.chunk_read, wait=False):
+                return
+            self._chunks[0] = claim
+        self._send_claimed([0], claim)
 
     def adopt_first_chunk(self, fut: Future) -> None:
         """The READ of the first chunk was sent already (the file was opened ahead)."""
@@ -159,8 +216,17 @@ class OpenFile:
         if self._pending:
             self.drain()  # a read must see this handle's own writes
         with self._lock:
-            sequential = offset == self._next_expected
-            self._next_expected = offset + size
+            expected = self._next_expected
+            # The kernel's readahead has several READs in flight and libfuse's threads
+            # may hand them over out of order: a read a few sizes off the stream's end,
+            # while its readahead is held, still belongs to the stream. Taken for random
+            # access it would drop the readahead and ask for it again (the sequential
+            # read regression of issue 10: 28% more READs on loopback).
+            sequential = offset == expected or (
+                expected > 0 and bool(self._chunks)
+                and abs(offset - expected) <= REORDER_READS * size)
+            self._next_expected = max(expected, offset + size) if sequential \
+                else offset + size
             if not sequential:
                 self._drop_chunks()
                 self._window = self.min_window
@@ -197,31 +263,23 @@ class OpenFile:
         first = offset - offset % chunk
         end = offset + size
         with self._lock:
-            for start in [s for s in self._chunks if s + chunk <= offset]:
+            behind = min(offset, self._next_expected - REORDER_READS * size)
+            for start in [s for s in self._chunks if s + chunk <= behind]:
                 del self._chunks[start]  # behind the reader: no longer needed
             here = self._chunks.get(first)
-            if here is not None and here.done() and here.exception() is None \
+            if isinstance(here, Future) and here.done() and here.exception() is None \
                     and len(here.result()) < chunk:
                 self._eof_at = first + len(here.result())  # known: ask nothing past it
             limit = end + self._window
             if self._eof_at is not None:
                 limit = min(limit, self._eof_at + 1)
             self._window = min(self.max_window, self._window * 2)
-            self._ahead = (end, max(end, limit))
+            if end >= self._ahead[0]:  # (not for a read that came out of order)
+                self._ahead = (end, max(end, limit))
         parts: list[bytes | memoryview] = []  # joined once: one copy of the answer
         for start in range(first, end, chunk):
-            with self._lock:
-                fut = self._chunks.get(start)
-            if fut is None:
-                self.link.admit(chunk, wait=True)  # paced: not holding our lock
-                with self._lock:
-                    fut = self._chunks.get(start)
-                    if fut is None:
-                        fut = self._chunks[start] = self._timed_read(start, chunk)
-                    else:
-                        self.link.settled(chunk)
-            with self._lock:
-                self._send_ahead(start + chunk, max(end, limit))
+            fut = self._chunk(start)
+            self._send_ahead(start + chunk, max(end, limit))
             try:
                 data = fut.result()
             except OSError as exc:
@@ -246,24 +304,96 @@ class OpenFile:
             return parts[0]
         return b"".join(parts)
 
-    def _send_ahead(self, pos: int, upto: int) -> None:
-        """Readahead: the chunks from `pos` to `upto` not asked for yet, as long as the
-        link's cap has room (lock held; never waits)."""
+    def _chunk(self, start: int) -> Future:
+        """The READ of the chunk at `start`: the one in flight, or one sent now (paced by
+        the link's cap; waits for room without holding our lock)."""
+        with self._lock:
+            fut = self._sent(start)
+        if fut is not None:
+            return fut
+        self.link.admit(self.chunk_read, wait=True)
+        claim = _Claim()
+        with self._lock:
+            fut = self._sent(start)
+            if fut is None:
+                self._chunks[start] = claim
+        if fut is not None:
+            self.link.settled(self.chunk_read)
+            return fut
+        sent = self._send_claimed([start], claim, needed=True)
+        assert sent is not None  # (needed: sent, or an exception)
+        return sent
+
+    def _sent(self, start: int) -> Future | None:
+        """The chunk at `start` once its READ is out (lock held; waits while another
+        thread is sending it)."""
+        fut = self._chunks.get(start)
+        while isinstance(fut, _Claim):
+            self._claims_done.wait()
+            fut = self._chunks.get(start)
+        return fut
+
+    def _send_ahead(self, pos: int | None = None, upto: int = 0) -> None:
+        """Readahead: the chunks from `pos` to `upto` not asked for yet (None: the span
+        `_ahead` holds now), as long as the link's cap has room (never waits for room)."""
         chunk = self.chunk_read
-        while pos < upto:
-            if pos not in self._chunks:
-                if not self.link.admit(chunk, wait=False):
-                    break
-                self._chunks[pos] = self._timed_read(pos, chunk)
-            pos += chunk
+        claim = _Claim()
+        starts: list[int] = []
+        with self._lock:
+            if pos is None:  # read under the lock: a stale span would ask again for
+                lo, upto = self._ahead  # chunks already dropped behind the reader
+                pos = lo - lo % chunk
+            while pos < upto:
+                if pos not in self._chunks:
+                    if not self.link.admit(chunk, wait=False):
+                        self._starved = True  # the cap cut it short: refill on replies
+                        break
+                    self._chunks[pos] = claim
+                    starts.append(pos)
+                pos += chunk
+        if starts:
+            self._send_claimed(starts, claim)
+
+    def _send_claimed(self, starts: list[int], claim: _Claim,
+                      needed: bool = False) -> Future | None:
+        """Send the READs of the chunks at `starts`, claimed for us under the lock and
+        admitted by the link; the lock is not held while sending (THE RULE above), and
+        each future replaces its claim unless the chunks were dropped meanwhile. Unless
+        `needed` (a reader waits for it), a chunk dropped before its turn (a write, a
+        seek, release) is not sent at all. Returns the last future sent."""
+        chunk = self.chunk_read
+        fut: Future | None = None
+        done = 0  # starts dealt with: sent, or given back
+        try:
+            for start in starts:
+                if not needed:
+                    with self._lock:
+                        dropped = self._chunks.get(start) is not claim
+                    if dropped:
+                        done += 1
+                        self.link.settled(chunk)
+                        continue
+                done += 1  # from here on, _timed_read gives the room back if it fails
+                fut = self._timed_read(start, chunk)
+                with self._lock:
+                    if self._chunks.get(start) is claim:
+                        self._chunks[start] = fut
+                    self._claims_done.notify_all()
+        except BaseException:
+            for _ in starts[done:]:
+                self.link.settled(chunk)
+            with self._lock:
+                for start in starts[max(done - 1, 0):]:  # the one that failed, and after
+                    if self._chunks.get(start) is claim:
+                        del self._chunks[start]
+                self._claims_done.notify_all()
+            raise
+        return fut
 
     def _refill(self) -> None:
         """A reply arrived: send more readahead if the cap now has room (in a helper
         thread: never send from the SFTP reader thread)."""
-        with self._lock:
-            lo, hi = self._ahead
-            if hi > lo:
-                self._send_ahead(lo - lo % self.chunk_read, hi)
+        self._send_ahead()
 
     def _timed_read(self, offset: int, length: int) -> Future:
         """Send a READ already admitted by the link (its bytes count as in flight until
@@ -282,8 +412,17 @@ class OpenFile:
         if fut.cancelled() or fut.exception() is not None:
             return
         self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read)
-        if self._ahead[1] > self._ahead[0] and self._window > 2 * self.min_window:
-            _REFILL.submit(self._refill)  # a stream (the window grew): keep it flowing
+        if self._starved and self._ahead[1] > self._ahead[0] \
+                and self._window > 2 * self.min_window \
+                and self.link.cap - self.link.in_flight >= max(self.chunk_read,
+                                                               self.link.cap // 4):
+            # A stream (the window grew) held back by the link's cap: keep it flowing.
+            # Only then (a readahead the cap did not cut is topped up by the kernel's
+            # next read), and once a quarter of the cap is free: a thread hop per reply
+            # costs a loopback stream 10-15% of its CPU. On a slow link the cap is a few
+            # chunks (100 Mbit/s, 20 ms: 3), and every reply that frees one refills.
+            self._starved = False
+            _REFILL.submit(self._refill)
 
     def _drop_chunks(self) -> None:
         self._chunks.clear()

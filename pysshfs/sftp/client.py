@@ -16,6 +16,33 @@ take minutes) are progress, not a broken connection. Broken, it is closed exactl
 the stream had been cut. A stream
 that carried garbage is closed too, but its requests fail with EIO (not "lost"), so that
 nobody sends them again into the same garbage.
+
+THREADS.
+  * Senders: any thread calling a request method (libfuse workers through the session,
+    the session's reconnect thread, prefetch/openahead workers, fileio's refill thread).
+    `_send` registers the request under `_lock`, then writes the packet under
+    `_send_lock`; `sendall` may block there for as long as the SSH window is full (see
+    ssh/pushchannel.py), and every other sender queues behind it on `_send_lock`.
+  * The reply thread: with a pushing stream (`PushStream`, the normal case) paramiko's
+    transport thread runs `_consume`/`_dispatch` and so resolves the futures and runs
+    their done-callbacks; over a plain stream (`PipeStream`: a local sftp-server
+    process, as the tests use) our own `<name>-reader` thread does. That thread is also the one that
+    reads the server's window adjustments (pushing stream): a callback must never block
+    on a lock that a thread blocked in a send may hold, nor send itself. The callbacks
+    today (fileio's `_observe`/`_write_done`, the session's `acknowledged`) take only
+    locks that are never held across a send or a wait for a reply.
+  * `<name>-deadlines` (with `request_timeout`): the watchdog above; it only looks at the
+    oldest request under `_lock` and, when the connection is overdue, `_shutdown`s it.
+  * `_shutdown` fails the pending futures on the thread that calls it (the watchdog,
+    the stream-end thread, a sender whose send failed, a closing session): callbacks
+    then run there, with no lock of ours held.
+
+LOCKS. `_lock` guards `_pending`, `_ids`, `closed`, `_close_reason` and `_told_closed`;
+it is held for bookkeeping only, never across I/O or a future's callbacks. `_send_lock`
+keeps one packet whole on the stream; it is held across a possibly blocking send, so
+the reply thread must never take it (it does not). The counters (`replies`,
+`bytes_moved`, `_last_reply`, `traffic`) are written without a lock: figures for
+`pysshfs status` and the watchdog, where a lost increment does not matter.
 """
 
 from __future__ import annotations

@@ -15,6 +15,27 @@ The channel's stderr is pushed the same way: its bytes share the channel's windo
 nobody reading them would wedge the channel once a window's worth was written (4 MiB:
 ~12,000 requests of `sftp-server -e -l DEBUG3`), and paramiko would keep a flood in
 memory without bound. Lines are logged (escaped, rate-limited), the rest dropped.
+
+THREADS.
+  * paramiko's transport thread (`Transport.run`, one per connection): reads and
+    decrypts every packet; through `_ConsumerPipe.feed` it runs `_deliver` (the SFTP
+    client's `_consume`: replies cut out, futures resolved, their callbacks run) and
+    `_stderr`; it also handles the server's WINDOW_ADJUST, which is what lets a blocked
+    send go on. So nothing it runs may wait for a lock that a sender can hold while
+    blocked (fileio.py, "THE RULE"), and it never sends.
+  * `ssh-window <channel id>`: sends our WINDOW_ADJUSTs (`_ack_loop`), queued by the
+    transport thread; it may block while a key re-exchange holds the transport's
+    sending side, which is why the transport thread does not send them itself.
+  * `sftp-stream-end`: started once when the channel ends, runs the consumer's
+    `on_end` (the SFTP client fails its pending requests there): paramiko calls
+    `close()` on the pipe holding `channel.lock`.
+  * Senders: whatever thread calls `sendall` (the SFTP client, under its send lock).
+    `paramiko.Channel.sendall` blocks while the server's window is 0, until the transport
+    thread has read a WINDOW_ADJUST.
+
+LOCKS. paramiko's `channel.lock` is taken once by `push_to` to swap the channel's
+buffers; `_acks` is a thread-safe queue. The stderr budget fields are touched by the
+transport thread only.
 """
 
 from __future__ import annotations

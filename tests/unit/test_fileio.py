@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from pysshfs.fileio import OpenFile
+from pysshfs.fileio import LinkEstimate, OpenFile, _Claim
 
 
 class MemoryRemote:
@@ -159,3 +160,144 @@ def test_unacked_bytes_bounded() -> None:
     t.join(10)
     f.flush()
     assert bytes(remote.data) == b"q" * (64 * 4096)
+
+
+class WindowedRemote(MemoryRemote):
+    """Sends behave like paramiko's on a full SSH window: a READ sent while the window is
+    "closed" blocks until the transport thread has processed what arrived before the
+    window adjustment: here, the reply of a WRITE sent earlier. Like paramiko's transport
+    thread, `transport` runs future callbacks (the handle's `_write_done`) in order."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.window_closed = False
+        self.window_open = threading.Event()
+        self.wire: queue.SimpleQueue[Future | None] = queue.SimpleQueue()
+        self.stalled = False  # a send waited for a window adjustment that never came
+        self.transport = threading.Thread(target=self._transport, daemon=True)
+        self.transport.start()
+
+    def _transport(self) -> None:
+        while True:
+            item = self.wire.get()
+            if item is None:  # the window adjustment, behind the replies before it
+                self.window_open.set()
+                return
+            item.set_result(None)  # runs _write_done here, as paramiko's thread does
+
+    def read_async(self, handle: bytes, offset: int, length: int) -> Future:
+        if self.window_closed:
+            self.wire.put(None)
+            if not self.window_open.wait(3):
+                self.stalled = True  # the transport thread is stuck: a deadlock
+        done: Future = Future()
+        done.set_result(self._read(offset, length))
+        return done
+
+    def write_async(self, handle: bytes, offset: int, data: object) -> Future:
+        self._write(offset, bytes(data))  # type: ignore[arg-type]
+        fut: Future = Future()
+        self.wire.put(fut)  # its reply comes before the window adjustment
+        return fut
+
+
+def test_send_blocked_on_the_ssh_window_holds_no_lock_the_transport_thread_needs() -> None:
+    """Issue 13: a READ sent with the handle's lock held, blocked on a full window, while
+    the transport thread delivers a WRITE reply (it takes the same lock) = both wait for
+    ever. The reader's READ goes out just after a writer's WRITE, as a reader and a writer
+    sharing one descriptor do."""
+    payload = os.urandom(64 * 1024)
+    remote = WindowedRemote(payload)
+    f = open_file(remote)
+    written = threading.Event()
+
+    class WriterBetween(type(f.link)):  # type: ignore[misc]
+        def admit(self, nbytes: int, wait: bool) -> bool:
+            if wait and not written.is_set():
+                # the writer's WRITE goes out now, between the reader's check for pending
+                # writes and its READ; then the window is full
+                t = threading.Thread(target=f.write, args=(b"w" * 4096, 1 << 20))
+                t.start()
+                t.join(5)
+                remote.window_closed = True
+                written.set()
+            return super().admit(nbytes, wait)
+
+    f.link = WriterBetween(f.link.max_cap)
+    assert f.read(4096, 0) == payload[:4096]
+    assert written.is_set()
+    remote.transport.join(5)
+    assert not remote.stalled, "READ sent with the handle's lock held: deadlock"
+    f.flush()
+    assert bytes(remote.data[1 << 20:]) == b"w" * 4096
+
+
+def test_kernel_reads_out_of_order_keep_the_readahead() -> None:
+    """The kernel keeps two readahead READs in flight and libfuse's threads may hand them
+    over swapped: that is still a stream, and each chunk is asked for once (issue 10's
+    sequential-read regression: swapped pairs were taken for random access)."""
+    size = 16384
+    payload = os.urandom(64 * size)
+    remote = MemoryRemote(payload)
+    f = open_file(remote)
+    order = []
+    for i in range(0, 64, 4):
+        order += [i, i + 2, i + 1, i + 3]  # pairs overtaking each other
+    for i in order:
+        assert f.read(size, i * size) == payload[i * size:(i + 1) * size]
+    offsets = [off for off, _ in remote.reads]
+    assert len(offsets) == len(set(offsets)), "readahead dropped and asked for again"
+    assert all(n == 4096 for _, n in remote.reads)  # readahead chunks, no direct reads
+
+
+def test_a_failed_send_gives_back_its_claims_and_room() -> None:
+    remote = MemoryRemote(os.urandom(64 * 4096))
+    original = remote.read_async
+
+    def refusing(handle: bytes, offset: int, length: int) -> Future:
+        if offset >= 2 * 4096:
+            raise OSError(errno.EIO, "file was lost while the connection was down")
+        return original(handle, offset, length)
+
+    remote.read_async = refusing  # type: ignore[method-assign]
+    f = open_file(remote)
+    f.link = LinkEstimate(1 << 20)
+    with pytest.raises(OSError) as info:
+        f.read(4096, 0)  # its readahead fails to go out
+    assert info.value.errno == errno.EIO
+    assert not any(isinstance(v, _Claim) for v in f._chunks.values())
+    remote.pool.shutdown(wait=True)  # the READs that went out are answered
+    assert f.link.in_flight == 0
+
+
+def test_a_chunk_being_sent_by_one_reader_is_waited_for_by_another() -> None:
+    """Two kernel reads of one chunk at once: the second waits for the first one's send
+    (no lock held across it) and the chunk is asked for once."""
+    payload = os.urandom(8 * 4096)
+    remote = MemoryRemote(payload)
+    in_send = threading.Event()
+    go_on = threading.Event()
+    original = remote.read_async
+
+    def slow_first_send(handle: bytes, offset: int, length: int) -> Future:
+        if offset == 0 and not in_send.is_set():
+            in_send.set()
+            go_on.wait(5)  # a send blocked on a full window
+        return original(handle, offset, length)
+
+    remote.read_async = slow_first_send  # type: ignore[method-assign]
+    f = open_file(remote)
+    f.max_window = f.min_window = 4096  # no readahead: one chunk per read
+    results: list[bytes] = []
+    first = threading.Thread(target=lambda: results.append(f.read(4096, 0)))
+    first.start()
+    assert in_send.wait(5)
+    second = threading.Thread(target=lambda: results.append(f._chunk(0).result()))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()  # waiting for the first one's READ, not sending its own
+    go_on.set()
+    first.join(5)
+    second.join(5)
+    assert results == [payload[:4096], payload[:4096]]
+    assert [off for off, _ in remote.reads].count(0) == 1
