@@ -5,6 +5,17 @@ Knows the caches and the open files; talks to the server only through the sessio
 reaches the kernel as -errno; the errno a local file system would give is worked out
 below (pysshfs.sftp.refine), so what this module adds is FUSE behaviour and cache
 bookkeeping, not requests to guess errnos.
+
+THREADS AND LOCKS. Every FUSE method runs on a libfuse worker thread, many at once; `init`
+and `destroy` run once. Background threads call back in: the prefetch workers
+(`_prefetch_listing`), the openahead workers, and the control server's request threads
+(status, refresh). `_files_lock` guards `_files` (fh -> OpenFile) for insertions, removals
+and iteration; single lookups rely on dict operations being atomic under the GIL.
+Per-file I/O state belongs to `OpenFile` (its own lock, see fileio.py), cached metadata to
+`MetadataCache` (one short lock), the libfuse handle used for invalidations to
+`KernelCache`'s lock. The bookkeeping dicts `_kernel_saw`, `_told_kernel`,
+`_told_missing` and `_dir_snapshots` use single dict operations without a lock. No lock
+of this module is held while waiting on the server.
 """
 
 from __future__ import annotations

@@ -19,6 +19,22 @@ STABLE_AFTER seconds, having done next to no work: fewer than STABLE_REPLIES rep
 STABLE_TRAFFIC bytes) counts as a failed attempt: the backoff keeps growing, so a server
 that breaks every session is not logged into more than a few times a minute, while a
 link cut under load (real work done each time) is reconnected at once.
+
+THREADS AND LOCKS. Session methods are called from libfuse worker threads (through fs.py),
+from the prefetch and openahead workers, from fileio's readahead refill thread
+(read_async) and from the reconnect thread. `_cond` guards the connection state
+(`_state`, `generation`, `sftp`, `_connected_at`, `_delay`, `_reconnector`, `_down_since`,
+`_gave_up_at`, `_refused`); callers wait on it in `_client()` for at most io_timeout while
+the state is RECONNECTING. It is never held across a request or a connect: `_client`
+releases it around `_lost`, and a reconnect attempt runs unlocked. While RECONNECTING,
+exactly one `pysshfs-reconnect` thread exists: it connects (TCP, handshake, auth, SFTP
+INIT, a STAT of the root) with backoff, installs the client under `_cond`, wakes the
+waiters, then runs the `on_reconnect` hooks (cache.clear) with no lock held. A
+`RemoteFile`'s `handle`, `generation` and `lost` are rewritten without a lock by whichever
+thread first uses it after a reconnect (`_handle`): two threads doing that at once each
+send an OPEN, and one of the two handles stays open until the connection ends.
+`size_floor` is raised by the `acknowledged` callbacks on the reply thread, also without
+a lock; a lost race only lowers the floor the reopen check uses.
 """
 
 from __future__ import annotations
