@@ -313,10 +313,13 @@ class MetadataCache:
     def changed(self, path: str) -> None:
         """The object's attributes changed (write, chmod, chown, utimens, truncate)."""
         with self._lock:
-            self._bump(parent_of(path))
             self._changed_locked(path)
 
     def _changed_locked(self, path: str) -> None:
+        # A listing of its directory still on the wire carries the old attributes: it must
+        # not be stored (an entry added in d, with the listing of d's parent in flight).
+        if path != "/":
+            self._bump(parent_of(path))
         before = self._attrs.get(path)
         self._attrs.drop(path)
         if before is not None:

@@ -189,6 +189,20 @@ def test_entry_changes_drop_the_parents_attributes() -> None:
     assert c.attrs("/c") is not None
 
 
+def test_a_listing_in_flight_does_not_bring_back_a_changed_directorys_attributes() -> None:
+    """The listing of / asked for before an entry of /d changed carries /d's old mtime:
+    stored after the change, a stat of /d would see it until the TTL ends."""
+    for change in ("created", "removed", "unsure", "changed"):
+        c = make()
+        epoch = c.epoch("/")  # the listing of / goes out
+        if change == "created":
+            c.created("/d/x", 0o100644)
+        else:
+            getattr(c, change)("/d/x" if change != "changed" else "/d")
+        c.learned_listing("/", [("d", Attrs(mode=0o40755, mtime=1))], epoch=epoch)
+        assert c.attrs("/d") is None, change
+
+
 def test_forget_drops_a_subtree_and_names_what_it_held() -> None:
     c = make()
     c.learned_listing("/d", [("x", Attrs(size=1, mode=0o100644))])
