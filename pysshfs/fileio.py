@@ -207,6 +207,15 @@ class OpenFile:
             self._chunks[0] = claim
         self._send_claimed([0], claim)
 
+    def expect_size(self, size: int) -> None:
+        """The file's size when it was opened (read-only): readahead asks for nothing past
+        it, so a small file costs one READ, not a second one that can only answer EOF.
+        Only speculation is trimmed: a file grown since is still read to its end, since the
+        kernel's own reads ask for the chunks they need."""
+        with self._lock:
+            if self._eof_at is None and not self._chunks:
+                self._eof_at = size
+
     def adopt_first_chunk(self, fut: Future) -> None:
         """The READ of the first chunk was sent already (the file was opened ahead)."""
         with self._lock:
@@ -270,6 +279,8 @@ class OpenFile:
             if isinstance(here, Future) and here.done() and here.exception() is None \
                     and len(here.result()) < chunk:
                 self._eof_at = first + len(here.result())  # known: ask nothing past it
+            if self._eof_at is not None and offset >= self._eof_at:
+                self._eof_at = None  # asked from past the end we knew: the file grew
             limit = end + self._window
             if self._eof_at is not None:
                 limit = min(limit, self._eof_at + 1)

@@ -658,6 +658,10 @@ class SSHFS(Operations):
     # --- files --------------------------------------------------------------------------
     def _register(self, path: str, handle: RemoteFile, flags: int) -> int:
         f = OpenFile(self.session, path, handle, flags, self.chunk_read, self.chunk_write)
+        at_open = handle.attrs_at_open
+        if flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC \
+                and at_open is not None and at_open.size is not None:
+            f.expect_size(at_open.size)
         fh = next(self._fh_counter)
         with self._files_lock:
             self._files[fh] = f

@@ -301,3 +301,22 @@ def test_a_chunk_being_sent_by_one_reader_is_waited_for_by_another() -> None:
     second.join(5)
     assert results == [payload[:4096], payload[:4096]]
     assert [off for off, _ in remote.reads].count(0) == 1
+
+
+def test_the_size_at_open_stops_readahead_but_not_a_grown_files_reads() -> None:
+    """A 100-byte file costs one READ; one grown past its size at open is read to its
+    end all the same (only speculation is trimmed)."""
+    remote = MemoryRemote(b"s" * 100)
+    f = open_file(remote)
+    f.expect_size(100)
+    assert f.read(4096, 0) == b"s" * 100
+    assert remote.reads == [(0, 4096)]
+
+    grown = os.urandom(50_000)
+    remote = MemoryRemote(grown)
+    f = open_file(remote)
+    f.expect_size(100)
+    out = bytearray()
+    while piece := f.read(8192, len(out)):
+        out += piece
+    assert bytes(out) == grown
