@@ -177,23 +177,28 @@ def ls_lr_warm(ctx: Context, kind: str) -> Measurement:
     return Measurement(second.seconds, second.seconds)
 
 
-def tar_extract(ctx: Context, kind: str) -> Measurement:
-    dest = ctx.data.scratch / f"extract-{kind}"
+def _extract(ctx: Context, kind: str, label: str, tar: Path, top: str,
+             expected: int) -> Measurement:
+    """Time `tar -x` of `tar` (read from the local disk: this measures creating files on
+    the mount) into a fresh scratch directory, then check the server holds `expected`
+    files under `top`."""
+    dest = ctx.data.scratch / f"{label}-{kind}"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
     try:
-        with ctx.mounted(kind, "tar") as m:
-            # The tar is read from the local disk: this measures creating files on the mount.
-            r = ctx.timed(m, "tar_extract", [
-                "tar", "-xf", str(ctx.data.tar), "--no-same-owner",
-                "-C", str(m.mountpoint / "scratch" / dest.name),
-            ])
-        got = count_files(dest / "tree")
-        if got != ctx.data.tree_files:
-            raise WrongResult(f"server has {got} files after extracting {ctx.data.tree_files}")
+        with ctx.mounted(kind, label) as m:
+            r = ctx.timed(m, label, ["tar", "-xf", str(tar), "--no-same-owner",
+                                     "-C", str(m.mountpoint / "scratch" / dest.name)])
+        got = count_files(dest / top)
+        if got != expected:
+            raise WrongResult(f"server has {got} files after extracting {expected}")
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return Measurement(r.seconds, r.seconds)
+
+
+def tar_extract(ctx: Context, kind: str) -> Measurement:
+    return _extract(ctx, kind, "tar_extract", ctx.data.tar, "tree", ctx.data.tree_files)
 
 
 def git_status_warm(ctx: Context, kind: str) -> Measurement:
@@ -252,20 +257,7 @@ def git_status_cold(ctx: Context, kind: str) -> Measurement:
 
 
 def tar_small(ctx: Context, kind: str) -> Measurement:
-    dest = ctx.data.scratch / f"small-{kind}"
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir()
-    try:
-        with ctx.mounted(kind, "tarsmall") as m:
-            r = ctx.timed(m, "tar_small", ["tar", "-xf", str(ctx.data.small_tar),
-                                           "--no-same-owner",
-                                           "-C", str(m.mountpoint / "scratch" / dest.name)])
-        got = count_files(dest / "small")
-        if got != ctx.data.small_files:
-            raise WrongResult(f"server has {got} files after extracting {ctx.data.small_files}")
-    finally:
-        shutil.rmtree(dest, ignore_errors=True)
-    return Measurement(r.seconds, r.seconds)
+    return _extract(ctx, kind, "tar_small", ctx.data.small_tar, "small", ctx.data.small_files)
 
 
 def cp_small(ctx: Context, kind: str) -> Measurement:
