@@ -116,6 +116,17 @@ class _DoneBefore(Exception):
     """A resent request failed the way it fails when its first attempt had worked."""
 
 
+def _raises_floor(future: Future, rf: RemoteFile, end: int) -> Future:
+    """`future`, which once acknowledged raises `rf.size_floor` to `end`: the server holds
+    the file up to there (a reopened file shorter than that was replaced)."""
+    def acknowledged(fut: Future) -> None:
+        if fut.exception() is None and end > rf.size_floor:
+            rf.size_floor = end
+
+    future.add_done_callback(acknowledged)
+    return future
+
+
 class Session:
     """Owns the connection; knows where the mount's root is on the server."""
 
@@ -594,14 +605,7 @@ class Session:
     def write_async(self, rf: RemoteFile, offset: int, data: Any) -> Future:
         client, handle = self._handle(rf, self._deadline())
         future = self._send_async(client, lambda: client.write_async(handle, offset, data))
-        end = offset + len(data)
-
-        def acknowledged(fut: Future) -> None:
-            if fut.exception() is None and end > rf.size_floor:
-                rf.size_floor = end
-
-        future.add_done_callback(acknowledged)
-        return future
+        return _raises_floor(future, rf, offset + len(data))
 
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
                         dst: RemoteFile, dst_offset: int) -> Future:
@@ -616,14 +620,7 @@ class Session:
                 break  # both handles belong to the live connection
         future = self._send_async(client, lambda: client.copy_data_async(
             src_handle, src_offset, length, dst_handle, dst_offset))
-        end = dst_offset + length
-
-        def acknowledged(fut: Future) -> None:
-            if fut.exception() is None and end > dst.size_floor:
-                dst.size_floor = end
-
-        future.add_done_callback(acknowledged)
-        return future
+        return _raises_floor(future, dst, dst_offset + length)
 
     def fstat(self, rf: RemoteFile) -> Attrs:
         return self._file_retried("fstat", rf, lambda c, h, t: c.fstat(h, timeout=t))
