@@ -134,6 +134,7 @@ class LinkEstimate:
 
 
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
+LINK = LinkEstimate(8 * 1024 * 1024)  # the one connection's link, shared by every file
 
 
 # Reads this many of their own size off the stream's end still count as sequential, and
@@ -146,7 +147,6 @@ class _Claim:
     held: the others wait for its future (or send it themselves if the claim goes)."""
 
     __slots__ = ()
-LINK = LinkEstimate(8 * 1024 * 1024)
 
 
 class OpenFile:
