@@ -201,10 +201,17 @@ class MetadataCache:
             self.counters.negative_hits += missing
             return missing
 
+    def _fresh_listing(self, path: str) -> tuple[float, dict[str, int]] | None:
+        """The listing of `path` if younger than the directory TTL (lock held)."""
+        cached = self._dirs.get(path)
+        if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
+            return None
+        return cached
+
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
-            cached = self._dirs.get(path)
-            if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
+            cached = self._fresh_listing(path)
+            if cached is None:
                 self.counters.listing_misses += 1
                 return None
             self.counters.listing_hits += 1
@@ -214,16 +221,13 @@ class MetadataCache:
         """(when read, entries) of the fresh listing of `path`, or None: what identifies
         it, so work derived from it can be reused."""
         with self._lock:
-            cached = self._dirs.get(path)
-            if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
-                return None
-            return cached[0], len(cached[1])
+            cached = self._fresh_listing(path)
+            return None if cached is None else (cached[0], len(cached[1]))
 
     def has_listing(self, path: str) -> bool:
         """A listing of `path` younger than the directory TTL is held."""
         with self._lock:
-            cached = self._dirs.get(path)
-            return cached is not None and self.clock() - cached[0] <= self.config.dir_ttl
+            return self._fresh_listing(path) is not None
 
     def listings_enabled(self) -> bool:
         return self._dirs.cache is not None
