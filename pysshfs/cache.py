@@ -235,7 +235,10 @@ class MetadataCache:
     def epoch(self, path: str) -> tuple[int, int]:
         """Changes so far under directory `path` (give it back to learned_listing)."""
         with self._lock:
-            return self._epoch_all, self._epochs[hash(path) % EPOCH_BUCKETS]
+            return self._epoch_locked(path)
+
+    def _epoch_locked(self, path: str) -> tuple[int, int]:
+        return self._epoch_all, self._epochs[hash(path) % EPOCH_BUCKETS]
 
     def _bump(self, path: str) -> None:
         """Something in directory `path` changed (lock held)."""
@@ -293,8 +296,7 @@ class MetadataCache:
         names: dict[str, int] = {}
         base = "" if path == "/" else path
         with self._lock:
-            if epoch is not None and epoch != (self._epoch_all,
-                                               self._epochs[hash(path) % EPOCH_BUCKETS]):
+            if epoch is not None and epoch != self._epoch_locked(path):
                 return [(name, attrs.mode or 0) for name, attrs in entries]
             for name, attrs in entries:
                 names[name] = attrs.mode or 0
