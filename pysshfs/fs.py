@@ -33,7 +33,7 @@ from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile
-from pysshfs.fuselib import KernelCache, Operations, fuse_get_context
+from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
 from pysshfs.mountspec import MountOptions
 from pysshfs.openahead import OpenAhead
@@ -912,6 +912,8 @@ class SSHFS(Operations):
         if conn is not None and max_read and hasattr(conn, "max_read"):
             # libfuse 3 refuses the mount unless init() repeats the -o max_read value.
             conn.max_read = int(max_read)
+        if conn is not None:
+            always_readdirplus(conn)
         self.kernel.attach()
         if self.on_mounted is not None:
             self.on_mounted()

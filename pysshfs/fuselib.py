@@ -48,6 +48,24 @@ def fuse_version_text() -> str:
            f"({os.environ.get('FUSE_LIBRARY_PATH', '?')})"
 
 
+FUSE_CAP_READDIRPLUS_AUTO = 1 << 14  # libfuse 3's capability bits
+
+
+def always_readdirplus(conn: Any) -> None:
+    """Ask the kernel for READDIRPLUS on every buffer of a listing, not only the first.
+
+    In "auto" mode (libfuse's default) the kernel uses READDIRPLUS for a listing's first
+    buffer and then only after a LOOKUP in that directory, so `find`, `ls -l` or `git
+    status` over a directory larger than one buffer (~100 entries) pay a LOOKUP per entry
+    of every later buffer: attributes we already hold, fetched again one request at a time.
+    """
+    if FUSE_MAJOR < 3:
+        return
+    conn.want &= ~FUSE_CAP_READDIRPLUS_AUTO
+    if hasattr(conn, "want_ext"):  # libfuse >= 3.17 keeps a 64-bit copy as the source
+        conn.want_ext &= ~FUSE_CAP_READDIRPLUS_AUTO
+
+
 def _timespec(ts: Any) -> int | str | None:
     """A timespec as nanoseconds, "now" for UTIME_NOW, None for UTIME_OMIT."""
     if ts.tv_nsec == UTIME_NOW:

@@ -140,6 +140,31 @@ def test_listing_is_opendir_readdirs_close(counted: tuple[Mount, RequestLog]) ->
     assert ops["LSTAT"] + ops["STAT"] == 0, ops
 
 
+def test_listing_longer_than_a_kernel_buffer_needs_no_lookups(mounter: Mounter) -> None:
+    """Every buffer of a listing is READDIRPLUS, not only the first: `find -printf %s` over
+    600 entries (several kernel buffers, more than the attribute cache holds) sends no LSTAT,
+    and the kernel asks no LOOKUP (a getattr call) of any entry. In libfuse's "auto" mode
+    the kernel asked plain READDIR after the first buffer, then a LOOKUP per entry."""
+    root = mounter.new_root()
+    (root / "big").mkdir()
+    for i in range(600):
+        (root / "big" / f"entry-{i:04d}").write_bytes(b"y" * (i % 7))
+    m = mounter(["-d", "-o", "cache_max_size=100"], foreground=True, root=root)
+    log = RequestLog(m)
+    os.stat(m.mnt / "big")
+    log.settle("CLOSE")  # the listing of / that lookup started
+    log.mark()
+    out = subprocess.run(["find", str(m.mnt / "big"), "-type", "f", "-printf", "%f %s\\n"],
+                         capture_output=True, text=True, check=True).stdout
+    sizes = dict(line.split() for line in out.splitlines())
+    assert sizes == {f"entry-{i:04d}": str(i % 7) for i in range(600)}, out[:500]
+    ops = log.settle("CLOSE")
+    assert ops["OPENDIR"] == 1, ops
+    assert ops["LSTAT"] + ops["STAT"] == 0, ops
+    lookups = re.findall(r"getattr\('/big/entry-", m.stderr_text()[log.start:])
+    assert not lookups, f"{len(lookups)} LOOKUPs of listed entries"
+
+
 def test_open_read_close_of_a_small_file(counted: tuple[Mount, RequestLog]) -> None:
     m, log = counted
     tree(m.root)
