@@ -37,6 +37,8 @@ _choose_library()
 
 import mfusepy  # noqa: E402  (must come after the library choice)
 
+from pysshfs.statpack import StatPacker  # noqa: E402
+
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FuseOSError = mfusepy.FuseOSError
 Operations = mfusepy.Operations
@@ -76,6 +78,7 @@ def _timespec(ts: Any) -> int | str | None:
 
 
 _pinned = threading.local()
+_STAT = StatPacker(mfusepy.c_stat, mfusepy.set_st_attrs)
 
 
 def _pin_thread_state() -> None:
@@ -98,6 +101,14 @@ class FUSE(mfusepy.FUSE):
         if not getattr(_pinned, "done", False):
             _pin_thread_state()
         return super()._wrapper(func, *args, **kwargs)
+
+    def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        """mfusepy's, with the stat filled in one call (see statpack)."""
+        fh = fip.contents.fh if fip else None
+        attrs = self.operations.getattr(
+            None if path is None else path.decode(self.encoding, self.errors), fh)
+        _STAT.fill(buf.contents, attrs)
+        return 0
 
     def utimens_fuse_2(self, path: bytes | None, buf: Any) -> int:
         times = None if not buf else (_timespec(buf.contents.actime),
@@ -153,16 +164,15 @@ class FUSE(mfusepy.FUSE):
         entries = self.operations.readdir_plus(decoded, fip.contents.fh, offset)
         plus = bool(flags & FUSE_READDIR_PLUS)
         st = mfusepy.c_stat()
-        size = ctypes.sizeof(st)
+        fill_stat, encoding, errors = _STAT.fill, self.encoding, self.errors
         for position in range(offset, len(entries)):
             name, attrs = entries[position]
-            ctypes.memset(ctypes.byref(st), 0, size)
             fill = 0
             if attrs is not None:
-                mfusepy.set_st_attrs(st, attrs, use_ns=True)
+                fill_stat(st, attrs)
                 if plus and "st_size" in attrs:
                     fill = FUSE_FILL_DIR_PLUS
-            if filler(buf, name.encode(self.encoding, self.errors),
+            if filler(buf, name.encode(encoding, errors),
                       st if attrs is not None else None, position + 1, fill) != 0:
                 break
         return 0

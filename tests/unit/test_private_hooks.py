@@ -38,13 +38,15 @@ AGENT_METHODS = ("_connect", "_close")  # auth._Agent: an agent on a socket we c
 MFUSEPY_NAMES = ("FUSE", "Operations", "FuseOSError", "fuse_get_context", "c_stat",
                  "set_st_attrs", "fuse_operations", "fuse_version_major", "fuse_version_minor",
                  "_libfuse", "fuse_context", "fuse_file_info", "c_utimbuf", "c_timespec")
-MFUSEPY_FUSE_METHODS = ("_wrapper", "_readdir", "rename_fuse_2", "utimens_fuse_2")
+MFUSEPY_FUSE_METHODS = ("_wrapper", "_readdir", "rename_fuse_2", "utimens_fuse_2",
+                        "fgetattr")
 # The fields of mfusepy's ctypes structures that fuselib.py reads.
 MFUSEPY_STRUCT_FIELDS = {
     "fuse_context": ("fuse",),  # KernelCache.attach, current_fuse
     "fuse_file_info": ("fh", "flags"),  # FUSE.create, FUSE.copy_file_range
     "c_utimbuf": ("actime", "modtime"),  # FUSE.utimens_fuse_2
-    "c_timespec": ("tv_sec", "tv_nsec"),  # _timespec
+    "c_timespec": ("tv_sec", "tv_nsec"),  # _timespec, statpack
+    "fuse_conn_info": ("want",),  # always_readdirplus
 }
 # The libfuse operations our FUSE subclass fills in itself.
 FUSE_OPERATION_SLOTS = ("readdir", "rename", "utimens", "create", "copy_file_range")
@@ -154,6 +156,14 @@ def test_mfusepy_signatures() -> None:
         assert got == params, _gone("mfusepy", f"FUSE.{func.__name__}{got}", "fuselib.py")
     assert "use_ns" in inspect.signature(mfusepy.set_st_attrs).parameters, \
         _gone("mfusepy", "set_st_attrs(use_ns=)", "fuselib.py")
+
+
+def test_mfusepy_getattr_goes_through_fgetattr() -> None:
+    """fuselib.FUSE overrides fgetattr (statpack's one-call fill): libfuse 3's getattr
+    must still reach it."""
+    source = inspect.getsource(mfusepy.FUSE.getattr_fuse_3)
+    assert "self.fgetattr(path, buf, fip)" in source, \
+        _gone("mfusepy", "FUSE.getattr_fuse_3 -> fgetattr", "fuselib.py")
 
 
 def test_mfusepy_fuse_keeps_its_attributes() -> None:
