@@ -4,6 +4,13 @@ All are cachetools TTLCaches behind one lock, bounded in items and, where values
 size (listings, symlink targets), in bytes, keyed by the path as FUSE sees it
 ("/a/b"). The rules for what each change through the mount invalidates live here and only
 here, as methods named for the change (`created`, `removed`, `renamed`, ...).
+
+A listing keeps the attributes its READDIR replies carried, one `_Listing` per directory:
+storing 30,000 entries' attributes one TTLCache item each cost more CPU than everything
+else an `ls -l` does. The attributes of a path are then its own entry's (a
+LSTAT, ...) and its directory's listing's, whichever came last: learning either drops
+the other (a listing replaces its predecessor whole); a change through the mount drops
+both.
 """
 
 from __future__ import annotations
@@ -76,8 +83,46 @@ _ITEM_OVERHEAD = 200
 _LISTING_ENTRY_OVERHEAD = 120
 
 
-def _listing_weight(value: tuple[float, dict[str, int]]) -> int:
-    return _ITEM_OVERHEAD + sum(len(name) + _LISTING_ENTRY_OVERHEAD for name in value[1])
+# An entry's attributes (an Attrs of 6 slots and its ints, and the dict slot), the same way.
+_LISTED_ATTRS_OVERHEAD = 200
+
+
+class _Listing:
+    """A directory's entries as last read from the server, kept current with the changes
+    made through the mount: name -> mode, and name -> the attributes the READDIR reply
+    carried, for the entries that have not changed since. Edited in place (under the
+    cache's lock), its weight kept as it goes: an edit costs the same in a directory of
+    100,000 entries as in one of 10."""
+
+    __slots__ = ("read_at", "modes", "attrs", "weight")
+
+    def __init__(self, read_at: float, modes: dict[str, int], attrs: dict[str, Attrs]) -> None:
+        self.read_at = read_at
+        self.modes = modes
+        self.attrs = attrs
+        self.weight = _ITEM_OVERHEAD + sum(len(name) for name in modes) + \
+            len(modes) * _LISTING_ENTRY_OVERHEAD + len(attrs) * _LISTED_ATTRS_OVERHEAD
+
+    def drop_attrs(self, name: str) -> bool:
+        if self.attrs.pop(name, None) is None:
+            return False
+        self.weight -= _LISTED_ATTRS_OVERHEAD
+        return True
+
+    def set_mode(self, name: str, mode: int) -> None:
+        self.drop_attrs(name)
+        if name not in self.modes:
+            self.weight += len(name) + _LISTING_ENTRY_OVERHEAD
+        self.modes[name] = mode
+
+    def remove(self, name: str) -> None:
+        self.drop_attrs(name)
+        if self.modes.pop(name, None) is not None:
+            self.weight -= len(name) + _LISTING_ENTRY_OVERHEAD
+
+
+def _listing_weight(value: _Listing) -> int:
+    return value.weight
 
 
 def _link_weight(target: bytes) -> int:
@@ -162,11 +207,10 @@ class MetadataCache:
         on = config.enabled
         self._lock = threading.Lock()
         self._attrs: _Slot[Attrs] = _Slot(on, config.stat_ttl, config.max_size, clock=clock)
-        self._negative: _Slot[bool] = _Slot(on, config.negative_ttl, config.max_size,
-                                            clock=clock)
-        # A listing: when it was read from the server, and name -> mode (kept current
-        # with the changes made through the mount).
-        self._dirs: _Slot[tuple[float, dict[str, int]]] = _Slot(
+        # A path known missing: when we learned it (a later listing naming it wins).
+        self._negative: _Slot[float] = _Slot(on, config.negative_ttl, config.max_size,
+                                             clock=clock)
+        self._dirs: _Slot[_Listing] = _Slot(
             on and config.dir_enabled, config.dir_ttl, max(1, config.max_size // 10),
             _listing_weight, LISTINGS_BYTES, clock=clock)
         self._links: _Slot[bytes] = _Slot(on, config.link_ttl, config.max_size,
@@ -188,23 +232,40 @@ class MetadataCache:
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
         with self._lock:
-            found = self._attrs.get(path)
+            found = self._attrs_locked(path)
             if found is None:
                 self.counters.attr_misses += 1
             else:
                 self.counters.attr_hits += 1
             return found
 
+    def _attrs_locked(self, path: str) -> Attrs | None:
+        """The path's attributes from its directory's listing, else its own."""
+        if path != "/":
+            listing = self._dirs.get(parent_of(path))
+            if listing is not None and listing.attrs and \
+                    self.clock() - listing.read_at <= self.config.stat_ttl:
+                listed = listing.attrs.get(path.rsplit("/", 1)[1])
+                if listed is not None:
+                    return listed
+        return self._attrs.get(path)
+
     def is_missing(self, path: str) -> bool:
         with self._lock:
-            missing = bool(self._negative.get(path))
+            since = self._negative.get(path)
+            missing = since is not None
+            if since is not None and path != "/":
+                listing = self._dirs.get(parent_of(path))
+                if listing is not None and listing.read_at > since and \
+                        path.rsplit("/", 1)[1] in listing.modes:
+                    missing = False  # listed after we learned it was missing
             self.counters.negative_hits += missing
             return missing
 
-    def _fresh_listing(self, path: str) -> tuple[float, dict[str, int]] | None:
+    def _fresh_listing(self, path: str) -> _Listing | None:
         """The listing of `path` if younger than the directory TTL (lock held)."""
         cached = self._dirs.get(path)
-        if cached is None or self.clock() - cached[0] > self.config.dir_ttl:
+        if cached is None or self.clock() - cached.read_at > self.config.dir_ttl:
             return None
         return cached
 
@@ -215,14 +276,14 @@ class MetadataCache:
                 self.counters.listing_misses += 1
                 return None
             self.counters.listing_hits += 1
-            return list(cached[1].items())
+            return list(cached.modes.items())
 
     def listing_stamp(self, path: str) -> tuple[float, int] | None:
         """(when read, entries) of the fresh listing of `path`, or None: what identifies
         it, so work derived from it can be reused."""
         with self._lock:
             cached = self._fresh_listing(path)
-            return None if cached is None else (cached[0], len(cached[1]))
+            return None if cached is None else (cached.read_at, len(cached.modes))
 
     def has_listing(self, path: str) -> bool:
         """A listing of `path` younger than the directory TTL is held."""
@@ -253,13 +314,9 @@ class MetadataCache:
         parent, name = parent_of(path), path.rsplit("/", 1)[1]
         with self._lock:
             cached = self._dirs.get(parent)
-        if cached is None:
-            return False
-        read_at, names = cached
-        if name in names or self.clock() - read_at > self.config.negative_ttl:
-            return False
-        with self._lock:
-            if self._guessed.get(parent):
+            if cached is None or name in cached.modes or \
+                    self.clock() - cached.read_at > self.config.negative_ttl or \
+                    self._guessed.get(parent):
                 return False
             self.counters.negative_hits += 1
             return True
@@ -276,14 +333,23 @@ class MetadataCache:
     # --- what we learned from the server -----------------------------------------------
     def learned_attrs(self, path: str, attrs: Attrs) -> None:
         with self._lock:
+            self._drop_listed_attrs(path)
             self._attrs.put(path, attrs)
             self._negative.drop(path)
 
     def learned_missing(self, path: str) -> None:
         with self._lock:
             self._attrs.drop(path)
+            self._drop_listed_attrs(path)
             self._links.drop(path)
-            self._negative.put(path, True)
+            self._negative.put(path, self.clock())
+
+    def _drop_listed_attrs(self, path: str) -> None:
+        """Forget what the listing of its directory said of `path` (lock held)."""
+        if path != "/":
+            listing = self._dirs.get(parent_of(path))
+            if listing is not None and listing.drop_attrs(path.rsplit("/", 1)[1]):
+                self._dirs.put(parent_of(path), listing)  # weighed again
 
     def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
                         seed_links: bool = True, read_at: float | None = None,
@@ -293,18 +359,21 @@ class MetadataCache:
         (a symlink's own only when `seed_links`). `read_at` is when the listing was asked
         for; with `epoch` (taken then), nothing is stored when the directory changed
         through the mount meanwhile: the listing may predate the change."""
-        names: dict[str, int] = {}
-        base = "" if path == "/" else path
+        listed = dict(entries)
+        names = {name: attrs.mode or 0 for name, attrs in listed.items()}
+        if not seed_links:
+            listed = {name: attrs for name, attrs in listed.items()
+                      if attrs.mode is None or not stat.S_ISLNK(attrs.mode)}
         with self._lock:
             if epoch is not None and epoch != self._epoch_locked(path):
-                return [(name, attrs.mode or 0) for name, attrs in entries]
-            for name, attrs in entries:
-                names[name] = attrs.mode or 0
-                child = f"{base}/{name}"
-                self._negative.drop(child)
-                if seed_links or attrs.mode is None or not stat.S_ISLNK(attrs.mode):
-                    self._attrs.put(child, attrs)
-            self._dirs.put(path, (self.clock() if read_at is None else read_at, names))
+                return list(names.items())
+            when = self.clock() if read_at is None else read_at
+            if self._dirs.cache is None:  # dir_cache=no: the attributes alone, one by one
+                base = "" if path == "/" else path
+                for name, attrs in listed.items():
+                    self._negative.drop(f"{base}/{name}")
+                    self._attrs.put(f"{base}/{name}", attrs)
+            self._dirs.put(path, _Listing(when, names, listed))
             if guessed:
                 self._guessed.put(path, True)
             else:
@@ -326,8 +395,9 @@ class MetadataCache:
         # not be stored (an entry added in d, with the listing of d's parent in flight).
         if path != "/":
             self._bump(parent_of(path))
-        before = self._attrs.get(path)
+        before = self._attrs_locked(path)
         self._attrs.drop(path)
+        self._drop_listed_attrs(path)
         if before is not None:
             self._before_change.put(path, before)
 
@@ -335,7 +405,7 @@ class MetadataCache:
         """The attributes as they were before the last change through the mount (stale:
         only for what that change cannot have touched, such as the atime after a write)."""
         with self._lock:
-            return self._attrs.get(path) or self._before_change.get(path)
+            return self._attrs_locked(path) or self._before_change.get(path)
 
     def _edit_listing(self, path: str, mode: int | None) -> None:
         """Add (mode given) or remove (None) the name in its parent's cached listing."""
@@ -343,13 +413,11 @@ class MetadataCache:
         cached = self._dirs.get(parent)
         if cached is None:
             return
-        read_at, names = cached
-        names = dict(names)
         if mode is None:
-            names.pop(path.rsplit("/", 1)[1], None)
+            cached.remove(path.rsplit("/", 1)[1])
         else:
-            names[path.rsplit("/", 1)[1]] = mode
-        self._dirs.put(parent, (read_at, names))
+            cached.set_mode(path.rsplit("/", 1)[1], mode)
+        self._dirs.put(parent, cached)  # weighed again
 
     def created(self, path: str, mode: int) -> None:
         """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""
@@ -362,7 +430,7 @@ class MetadataCache:
             self._edit_listing(path, mode)
             self._changed_locked(parent_of(path))  # a new entry: its mtime and ctime moved
             if stat.S_ISDIR(mode):  # we just made it: nothing is in it
-                self._dirs.put(path, (self.clock(), {}))
+                self._dirs.put(path, _Listing(self.clock(), {}, {}))
                 self._guessed.drop(path)
 
     def removed(self, path: str) -> None:
@@ -376,7 +444,7 @@ class MetadataCache:
             self._dirs.drop(path)
             self._edit_listing(path, None)
             self._changed_locked(parent_of(path))
-            self._negative.put(path, True)
+            self._negative.put(path, self.clock())
 
     def unsure(self, path: str) -> None:
         """A change of `path` failed, or may have half happened: forget all about it."""
@@ -402,15 +470,16 @@ class MetadataCache:
             for parent in {parent_of(old), parent_of(new)}:
                 self._dirs.drop(parent)
                 self._changed_locked(parent)
-            self._negative.put(old, True)
+            self._negative.put(old, self.clock())
 
     def forget(self, path: str) -> list[str]:
         """`pysshfs refresh PATH`: drop all we know of `path` and everything below it, so
         the next access asks the server; the paths we held attributes for (what the
         kernel may hold too)."""
+        below = path.rstrip("/") + "/"
         with self._lock:
             held = [key for key in self._attr_keys()
-                    if key == path or path == "/" or key.startswith(path.rstrip("/") + "/")]
+                    if key == path or path == "/" or key.startswith(below)]
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 if path == "/":
@@ -423,8 +492,13 @@ class MetadataCache:
         return held
 
     def _attr_keys(self) -> list[str]:
-        cache = self._attrs.cache
-        return [] if cache is None else list(cache.keys())
+        """Every path we hold attributes for: its own, or in its directory's listing."""
+        keys = [] if self._attrs.cache is None else list(self._attrs.cache.keys())
+        for directory, listing in ([] if self._dirs.cache is None else
+                                   list(self._dirs.cache.items())):
+            base = "" if directory == "/" else directory
+            keys.extend(f"{base}/{name}" for name in listing.attrs)
+        return keys
 
     def clear(self) -> None:
         """Forget everything (e.g. after a reconnect the caches are stale)."""

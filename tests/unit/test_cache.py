@@ -228,3 +228,93 @@ def test_counters_count_hits_and_misses() -> None:
     counts = c.counters.snapshot()
     assert counts["attr_hits"] == 1 and counts["attr_misses"] == 1
     assert counts["negative_hits"] == 1 and counts["listing_misses"] == 1
+
+
+# --- a listing keeps its entries' attributes -------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def clocked(**kw: object) -> tuple[MetadataCache, Clock]:
+    clock = Clock()
+    return MetadataCache(CacheConfig(**kw), clock=clock), clock  # type: ignore[arg-type]
+
+
+def test_listing_attributes_take_no_item_per_entry() -> None:
+    """30,000 entries: one listing item, no per-path attribute item (what made ls -l of a
+    big directory cost more CPU in the cache than anywhere else)."""
+    c = make(max_size=100)
+    c.learned_listing("/big", [(f"f{i}", Attrs(size=i, mode=0o100644)) for i in range(30000)])
+    assert c.attrs("/big/f29999").size == 29999  # past max_size: still known
+    assert c._attrs.cache is not None and len(c._attrs.cache) == 0
+
+
+def test_the_last_learned_of_own_and_listed_attributes_wins() -> None:
+    c, clock = clocked()
+    c.learned_attrs("/d/f", Attrs(size=1))
+    clock.now += 1
+    c.learned_listing("/d", [("f", Attrs(size=2))], read_at=clock.now)
+    assert c.attrs("/d/f").size == 2  # listed after the LSTAT
+    clock.now += 1
+    c.learned_attrs("/d/f", Attrs(size=3))
+    assert c.attrs("/d/f").size == 3  # LSTAT after the listing
+
+
+def test_listed_attributes_expire_with_the_stat_ttl() -> None:
+    c, clock = clocked(stat_ttl=5.0, dir_ttl=20.0)
+    c.learned_listing("/d", [("f", Attrs(size=2))], read_at=clock.now)
+    clock.now += 6
+    assert c.attrs("/d/f") is None
+    assert c.listing("/d") == [("f", 0)]  # the names live out the directory TTL
+
+
+def test_a_change_drops_the_listed_attributes_but_keeps_them_as_before() -> None:
+    c = make()
+    c.learned_listing("/d", [("f", Attrs(size=2, atime=7)), ("g", Attrs(size=3))])
+    c.changed("/d/f")
+    assert c.attrs("/d/f") is None
+    assert c.attrs_before_change("/d/f").atime == 7
+    assert c.attrs("/d/g").size == 3
+
+
+def test_missing_after_a_listing_and_listed_after_missing() -> None:
+    c, clock = clocked()
+    c.learned_listing("/d", [("f", Attrs(size=2))], read_at=clock.now)
+    clock.now += 1
+    c.learned_missing("/d/f")
+    assert c.attrs("/d/f") is None and c.is_missing("/d/f")
+    clock.now += 1
+    c.learned_listing("/d", [("f", Attrs(size=4))], read_at=clock.now)
+    assert not c.is_missing("/d/f") and c.attrs("/d/f").size == 4
+
+
+def test_edits_keep_the_listing_weight_exact() -> None:
+    """Creating and removing names edits the listing in place; its weight stays what a
+    fresh listing of the same entries weighs (the byte budget holds)."""
+    from pysshfs.cache import _Listing
+
+    c = make()
+    c.learned_listing("/d", [(f"f{i}", Attrs(size=i, mode=0o100644)) for i in range(2000)])
+    c.created("/d/new", 0o100644)
+    c.removed("/d/f3")
+    c.changed("/d/f4")
+    held = c._dirs.get("/d")
+    assert held is not None
+    fresh = _Listing(0.0, dict(held.modes), dict(held.attrs))
+    assert held.weight == fresh.weight
+    assert "new" in held.modes and "f3" not in held.modes
+    assert "f4" not in held.attrs and "new" not in held.attrs
+    # heavier than the floor every item weighs (see _Slot), so its own weight counts
+    assert c._dirs.cache is not None and c._dirs.cache.currsize == held.weight
+
+
+def test_forget_names_the_paths_a_listing_held() -> None:
+    c = make()
+    c.learned_listing("/d", [("f", Attrs(size=1)), ("g", Attrs(size=2))])
+    c.learned_attrs("/d", Attrs(mode=0o40755))
+    assert sorted(c.forget("/d")) == ["/d", "/d/f", "/d/g"]
+    assert c.attrs("/d/f") is None
