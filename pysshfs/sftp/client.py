@@ -127,8 +127,9 @@ _limited = RateLimitedLog(log)
 
 RECV_SIZE = 256 * 1024
 OVERDUE_FACTOR = 3  # see "Deadlines" above
-READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
+READDIR_IN_FLIGHT = 2  # READDIRs sent at once per listing: a small directory's NAME and EOF
 READDIR_MAX_IN_FLIGHT = 16  # ... growing to this many while a big directory streams in
+READDIR_FULL_BATCH = 64  # entries in a reply that mean "more to come" (OpenSSH sends 100)
 _HEADER_SIZE = 4
 
 # A reply parser: (packet type, reader positioned after the id, the request) -> result.
@@ -838,11 +839,13 @@ class SFTPClient:
         """All entries of a directory except "." and "..", with their attributes; None
         when there are more than `limit` (the listing then stops early).
 
-        Keeps READDIR_IN_FLIGHT requests outstanding, more (up to READDIR_MAX_IN_FLIGHT)
+        Sends READDIR_IN_FLIGHT requests at once, then more (up to READDIR_MAX_IN_FLIGHT)
         while full batches keep coming: the server answers them in order, so batches arrive
-        in directory order without a round trip between them. The first EOF ends the
-        listing: the READDIRs still in flight can only answer EOF too, and nobody waits
-        for them.
+        in directory order without a round trip between them. A short batch with another
+        READDIR still out adds none (it is most likely the last: a small directory costs
+        two READDIRs, NAME and EOF); a batch as long as a short first one counts as full,
+        for servers that send few entries a reply. The first EOF ends the listing: the
+        READDIRs still in flight can only answer EOF too, and nobody waits for them.
         """
         handle = self.opendir(path, timeout=timeout)
         entries: list[tuple[bytes, Attrs]] = []
@@ -851,15 +854,19 @@ class SFTPClient:
             with self._batched():
                 in_flight = deque(self._readdir_async(handle)
                                   for _ in range(READDIR_IN_FLIGHT))
+            full_at, first = READDIR_FULL_BATCH, True
             while in_flight:
                 batch = self._wait(in_flight.popleft(), timeout)
                 if batch is None:
                     break
-                if len(in_flight) < READDIR_MAX_IN_FLIGHT - 1 and len(batch) >= 64:
+                full = len(batch) >= full_at
+                if first:  # a server sending fewer a reply: as many again is full
+                    full_at, first = min(full_at, max(1, len(batch))), False
+                if full and len(in_flight) < READDIR_MAX_IN_FLIGHT - 1:
                     with self._batched():  # a big directory: one more than came back
                         in_flight.append(self._readdir_async(handle))
                         in_flight.append(self._readdir_async(handle))
-                else:
+                elif full or not in_flight:
                     in_flight.append(self._readdir_async(handle))
                 entries.extend(guard.accept(batch))
                 if limit is not None and len(entries) > limit:

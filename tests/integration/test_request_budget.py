@@ -25,7 +25,7 @@ REQUEST = re.compile(r"\[(\d{5,})\] (OPEN|OPENDIR|READDIR|READ|WRITE|CLOSE|LSTAT
 
 
 # Budgets that change as round trips are cut (README: "Round trips per operation").
-READDIRS_SMALL = 4  # READDIRs sent for a directory answered in one batch (2 waited for)
+READDIRS_SMALL = 2  # READDIRs sent for a directory answered in one batch: NAME, then EOF
 
 
 class RequestLog:
