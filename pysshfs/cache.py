@@ -271,12 +271,30 @@ class MetadataCache:
 
     def listing(self, path: str) -> list[tuple[str, int]] | None:
         with self._lock:
-            cached = self._fresh_listing(path)
+            cached = self._counted_listing(path)
+            return None if cached is None else list(cached.modes.items())
+
+    def listing_entries(self, path: str) -> list[tuple[str, int, Attrs | None]] | None:
+        """(name, mode, attributes) of the fresh listing of `path`: the attributes its
+        READDIR replies carried while still within the stat TTL and unchanged, else None
+        (then the path's own may be held: attrs())."""
+        with self._lock:
+            cached = self._counted_listing(path)
             if cached is None:
-                self.counters.listing_misses += 1
                 return None
+            listed = cached.attrs if self.clock() - cached.read_at <= \
+                self.config.stat_ttl else {}
+            get = listed.get
+            return [(name, mode, get(name)) for name, mode in cached.modes.items()]
+
+    def _counted_listing(self, path: str) -> _Listing | None:
+        """_fresh_listing, counted as a listing hit or miss (lock held)."""
+        cached = self._fresh_listing(path)
+        if cached is None:
+            self.counters.listing_misses += 1
+        else:
             self.counters.listing_hits += 1
-            return list(cached.modes.items())
+        return cached
 
     def listing_stamp(self, path: str) -> tuple[float, int] | None:
         """(when read, entries) of the fresh listing of `path`, or None: what identifies

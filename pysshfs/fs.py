@@ -387,11 +387,9 @@ class SSHFS(Operations):
         return entries
 
     def _cached_listing(self, path: str) -> list[tuple[str, int, Attrs | None]] | None:
-        """The cached listing (attributes None: the cache has them, maybe)."""
-        names = self.cache.listing(path)
-        if names is None:
-            return None
-        return [(name, mode, None) for name, mode in names]  # attrs: looked up when shown
+        """The cached listing, with the attributes it still holds (None: the cache may
+        hold the path's own; a symlink's, with follow_symlinks, never were)."""
+        return self.cache.listing_entries(path)
 
     def _fetch_listing(self, path: str, limit: int | None = None, *,
                        guessed: bool = False) -> list[tuple[str, int, Attrs | None]] | None:

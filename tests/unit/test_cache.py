@@ -318,3 +318,16 @@ def test_forget_names_the_paths_a_listing_held() -> None:
     c.learned_attrs("/d", Attrs(mode=0o40755))
     assert sorted(c.forget("/d")) == ["/d", "/d/f", "/d/g"]
     assert c.attrs("/d/f") is None
+
+
+def test_listing_entries_carry_the_attributes_still_held() -> None:
+    c, clock = clocked(stat_ttl=5.0, dir_ttl=20.0)
+    a, b = Attrs(size=1, mode=0o100644), Attrs(size=2, mode=0o100644)
+    c.learned_listing("/d", [("a", a), ("b", b)], read_at=clock.now)
+    assert c.listing_entries("/d") == [("a", 0o100644, a), ("b", 0o100644, b)]
+    c.changed("/d/a")
+    assert c.listing_entries("/d") == [("a", 0o100644, None), ("b", 0o100644, b)]
+    clock.now += 6  # past the stat TTL, within the directory TTL: names only
+    assert c.listing_entries("/d") == [("a", 0o100644, None), ("b", 0o100644, None)]
+    clock.now += 20
+    assert c.listing_entries("/d") is None
