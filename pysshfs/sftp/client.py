@@ -48,9 +48,11 @@ the reply thread must never take it (it does not). The counters (`replies`,
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -106,6 +108,7 @@ from pysshfs.sftp.codec import (
     decode_statvfs,
     decode_version,
     encode_attrs,
+    read_body,
     string,
     u32,
     u64,
@@ -130,6 +133,8 @@ OVERDUE_FACTOR = 3  # see "Deadlines" above
 READDIR_IN_FLIGHT = 3  # READDIRs kept outstanding per listing, like sshfs
 READDIR_MAX_IN_FLIGHT = 16  # ... growing to this many while a big directory streams in
 _HEADER_SIZE = 4
+_U32_HEAD = struct.Struct(">I")  # a packet's length
+_TYPE_AND_ID = struct.Struct(">BI")  # a reply's type and request id
 
 # A reply parser: (packet type, reader positioned after the id, the request) -> result.
 Parser = Callable[[int, Reader, "_Request"], Any]
@@ -268,7 +273,10 @@ def _expect_attrs(ptype: int, r: Reader, req: _Request) -> Attrs:
     raise _unexpected(ptype, req)
 
 
+@functools.lru_cache(maxsize=64)
 def _make_expect_data(length: int) -> Parser:
+    """The parser of a READ's answer of at most `length` bytes (one per length, kept:
+    a read costs no closure)."""
     def parse(ptype: int, r: Reader, req: _Request) -> bytes:
         if ptype == SSH_FXP_DATA:
             data = r.string()
@@ -536,8 +544,15 @@ class SFTPClient:
         """Cut every complete packet out of what has arrived and dispatch it (called by
         the reader thread, or by a pushing stream's own thread; never concurrently)."""
         buf = self._inbuf
-        buf += chunk
         self.bytes_moved += len(chunk)
+        if not buf and not self._awaiting_version and len(chunk) >= 9:
+            # One whole reply (a server writes each answer at once, and it comes in one
+            # SSH packet when it fits): straight to its request, nothing buffered.
+            length = _U32_HEAD.unpack_from(chunk)[0]
+            if length + 4 == len(chunk) and length <= MAX_PACKET_LENGTH:
+                self._dispatch(chunk[4:])
+                return
+        buf += chunk
         pos = 0
         end = len(buf)
         while end - pos >= _HEADER_SIZE:
@@ -565,9 +580,8 @@ class SFTPClient:
     def _dispatch(self, packet: bytes) -> None:
         if len(packet) < 5:
             raise ProtocolError(f"reply of {len(packet)} bytes has no request id")
-        r = Reader(packet)
-        ptype = r.byte()
-        request_id = r.u32()
+        ptype, request_id = _TYPE_AND_ID.unpack_from(packet)
+        r = Reader(packet, 5)
         with self._lock:
             req = self._pending.pop(request_id, None)
         if req is None:
@@ -791,7 +805,7 @@ class SFTPClient:
     def read_async(self, handle: bytes, offset: int, length: int) -> Future:
         """Future of the bytes at `offset`; `length` is capped at max_read."""
         length = min(length, self.max_read)
-        return self._send(SSH_FXP_READ, [string(handle), u64(offset), u32(length)],
+        return self._send(SSH_FXP_READ, (read_body(handle, offset, length),),
                           _make_expect_data(length), "READ", None,
                           lambda: f"{handle.hex()} {offset} {length}")
 
