@@ -209,7 +209,7 @@ class PipeStream:
 class _Request:
     __slots__ = ("future", "parse", "op", "path", "started")
 
-    def __init__(self, future: Future, parse: Parser, op: str, path: bytes | None,
+    def __init__(self, future: Reply, parse: Parser, op: str, path: bytes | None,
                  started: float) -> None:
         self.future = future
         self.parse = parse
@@ -366,6 +366,9 @@ class SFTPClient:
         self._told_closed = False  # on_closed has been called
         self.bytes_moved = 0  # bytes of SFTP packets sent and received on this connection
         self._batch = threading.local()  # .packets: requests held by _batched() (per thread)
+        # Wake-ups of callers whose replies are resolved, held by the reply thread until it
+        # next waits for the network (Reply.settle); None: woken at once.
+        self._wake_later: list[Callable[[], Any]] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"v{self.version}"
@@ -386,7 +389,11 @@ class SFTPClient:
         if push_to is not None:
             # The stream hands us its data itself (no thread of ours in between).
             push_to(self._consume, self._stream_ended)
+            before_wait = getattr(self._stream, "before_wait", None)
+            if before_wait is not None and before_wait(self._wake_held):
+                self._wake_later = []  # (only once the stream will empty it)
         else:
+            self._wake_later = []  # emptied by _read_loop
             self._reader.start()
         try:
             with self._send_lock:
@@ -455,6 +462,7 @@ class SFTPClient:
 
     def _shutdown(self, reason: BaseException | str | None) -> bool:
         """Close once; False if it was already closed."""
+        self._wake_held()  # (the reply thread may never wait for the network again)
         with self._lock:
             if self.closed:
                 return False
@@ -511,6 +519,7 @@ class SFTPClient:
         try:
             recv = self._stream.recv
             while not self.closed:
+                self._wake_held()
                 chunk = recv(RECV_SIZE)
                 if not chunk:
                     break
@@ -599,17 +608,25 @@ class SFTPClient:
         try:
             result = req.parse(ptype, r, req)
         except OSError as exc:
-            req.future.set_exception(exc)
+            req.future.settle(None, exc, self._wake_later)
         except Exception as exc:  # noqa: BLE001 - a bad reply fails its request, not us
-            req.future.set_exception(ProtocolError(f"bad {req.op} reply: {exc!r}"))
+            req.future.settle(None, ProtocolError(f"bad {req.op} reply: {exc!r}"),
+                              self._wake_later)
         else:
-            req.future.set_result(result)
+            req.future.settle(result, None, self._wake_later)
+
+    def _wake_held(self) -> None:
+        """Wake the callers whose replies were resolved and not woken yet (the reply
+        thread, right before it waits for the network; or whoever closes us)."""
+        held = self._wake_later
+        while held:
+            held.pop()()
 
     # --- sending ------------------------------------------------------------------------
     def _send(self, ptype: int, parts: Sequence[bytes | memoryview], parse: Parser, op: str,
               path: bytes | None, detail: Any = None) -> Future:
         """Register and send one request; its Future resolves in the reader thread."""
-        future: Future = Reply()  # on the wire: it cannot be cancelled
+        future = Reply()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
         req = _Request(future, parse, op, path, 0.0)
         with self._lock:

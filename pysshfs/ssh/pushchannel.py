@@ -52,6 +52,8 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_DATA, cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
+from pysshfs.ssh.readahead import ReadAheadSocket
+
 log = logging.getLogger(__name__)
 
 _CHANNEL_DATA = struct.Struct(">BII")  # SSH_MSG_CHANNEL_DATA, recipient channel, length
@@ -154,6 +156,17 @@ class PushStream:
             self._deliver(pending)
         if already_closed:
             self._eof()
+
+    def before_wait(self, hook: Callable[[], None]) -> bool:
+        """Have the transport thread call `hook` each time before it waits for the
+        network (the SFTP client wakes the callers whose replies it resolved then);
+        False when the connection's socket cannot (a ProxyCommand, a jump host's
+        channel): the caller must not hold anything back then."""
+        sock = getattr(self.channel.transport, "sock", None)
+        if not isinstance(sock, ReadAheadSocket):
+            return False
+        sock.before_wait = hook
+        return True
 
     # --- called in the transport thread -------------------------------------------------
     def _deliver(self, data: bytes) -> None:

@@ -16,6 +16,7 @@ the socket's own (send, settimeout, close, ...).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 READ_SIZE = 256 * 1024  # at least one whole SSH packet (paramiko's are up to 32 KiB + 2 KiB)
@@ -29,6 +30,9 @@ class ReadAheadSocket:
         self._read_size = read_size
         self._data = b""  # what was read and not yet handed out: _data[_pos:]
         self._pos = 0
+        # Run (in the reading thread) before each recv() that may wait for the network:
+        # what was held back until this thread lets go of the GIL (see pushchannel).
+        self.before_wait: Callable[[], None] | None = None
 
     def recv(self, n: int) -> bytes:
         data, pos = self._data, self._pos
@@ -39,6 +43,8 @@ class ReadAheadSocket:
                 return data[pos:] if pos else data
             self._pos = end
             return data[pos:end]
+        if self.before_wait is not None:
+            self.before_wait()
         data = self._sock.recv(max(n, self._read_size))
         if len(data) <= n:
             return data
