@@ -195,7 +195,7 @@ def build_packet(ptype: int, request_id: int, parts: Iterable[bytes | memoryview
     """One whole request packet, joined once (write data is not copied twice)."""
     parts = list(parts)
     length = sum(map(len, parts))
-    return b"".join((_HEADER.pack(length + 5, ptype, request_id), *parts))
+    return b"".join((header(ptype, request_id, length), *parts))
 
 
 def build_init(version: int = SFTP_VERSION) -> bytes:
