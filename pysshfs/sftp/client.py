@@ -30,7 +30,11 @@ THREADS.
     reads the server's window adjustments (pushing stream): a callback must never block
     on a lock that a thread blocked in a send may hold, nor send itself. The callbacks
     today (fileio's `_observe`/`_write_done`, the session's `acknowledged`) take only
-    locks that are never held across a send or a wait for a reply.
+    locks that are never held across a send or a wait for a reply. The callers blocked
+    in a reply's result() are woken by this thread only right before it next waits for
+    the network (`_wake_later`, emptied by `_wake_held`: the pushing stream's
+    `before_wait` hook, the top of `_read_loop`, `_shutdown`): woken earlier, they
+    would only wait for the GIL this thread keeps until then.
   * `<name>-deadlines` (with `request_timeout`): the watchdog above; it only looks at the
     oldest request under `_lock` and, when the connection is overdue, `_shutdown`s it.
   * `_shutdown` fails the pending futures on the thread that calls it (the watchdog,
@@ -38,6 +42,8 @@ THREADS.
     then run there, with no lock of ours held.
 
 LOCKS. `_lock` guards `_pending`, `_ids`, `closed`, `_close_reason` and `_told_closed`;
+`_wake_later` is a list appended to by the reply thread and emptied with pop() (atomic)
+by it or by `_shutdown`;
 it is held for bookkeeping only, never across I/O or a future's callbacks. `_send_lock`
 keeps one packet whole on the stream; it is held across a possibly blocking send, so
 the reply thread must never take it (it does not). The counters (`replies`,

@@ -31,11 +31,16 @@ THREADS.
     `close()` on the pipe holding `channel.lock`.
   * Senders: whatever thread calls `sendall` (the SFTP client, under its send lock).
     `paramiko.Channel.sendall` blocks while the server's window is 0, until the transport
-    thread has read a WINDOW_ADJUST.
+    thread has read a WINDOW_ADJUST. What fits the window and one SSH packet (every
+    request but big writes) takes a short way: the window taken under `channel.lock`,
+    the packet sent under `transport.clear_to_send_lock` (no key exchange under way),
+    as paramiko's own layers do, without them.
+  * `before_wait`: the SFTP client's hook, run by the transport thread in
+    `ReadAheadSocket.recv` right before each recv() that may wait for the network.
 
 LOCKS. paramiko's `channel.lock` is taken once by `push_to` to swap the channel's
-buffers; `_acks` is a thread-safe queue. The stderr budget fields are touched by the
-transport thread only.
+buffers, and by `sendall` to take its share of the window; `_acks` is a thread-safe
+queue. The stderr budget fields are touched by the transport thread only.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ GIL: four to six hand-overs per SSH packet in the thread that every reply waits 
 each a chance for a FUSE or prefetch thread to take the GIL and make the transport
 thread queue behind it. Here recv() reads up to READ_SIZE bytes at once and serves the
 packetizer's small reads from that, so a reply (or several that arrived together)
-costs one poll() and one recv().
+costs one poll() and one recv(). Right before a recv() that may wait, `before_wait`
+runs (the SFTP client wakes the callers whose replies it resolved: see pushchannel).
 
 Only paramiko's transport thread reads (its packetizer says so); everything else is
 the socket's own (send, settimeout, close, ...).
