@@ -94,26 +94,36 @@ class LinkEstimate:
         self._rate = 0.0  # bytes/s, recent maximum
         self.in_flight = 0  # bytes of READs sent and not answered, all files together
         self._room = threading.Condition(self._lock)
+        self._waiting = 0  # threads in admit() waiting for room: only then notify
 
     def admit(self, nbytes: int, wait: bool) -> bool:
         """Count `nbytes` more in flight if under the cap (always when nothing is); with
         `wait`, wait for room (bounded: a lost count must not stall reads for ever)."""
+        with self._lock:  # the common case: room at once (no clock, no Condition)
+            if not self.in_flight or self.in_flight + nbytes <= self.cap:
+                self.in_flight += nbytes
+                return True
+            if not wait:
+                return False
         with self._room:
             deadline = time.monotonic() + ADMIT_WAIT
             while self.in_flight and self.in_flight + nbytes > self.cap:
                 left = deadline - time.monotonic()
-                if not wait or left <= 0:
-                    if not wait:
-                        return False
+                if left <= 0:
                     break
-                self._room.wait(left)
+                self._waiting += 1
+                try:
+                    self._room.wait(left)
+                finally:
+                    self._waiting -= 1
             self.in_flight += nbytes
             return True
 
     def settled(self, nbytes: int) -> None:
-        with self._room:
+        with self._lock:
             self.in_flight = max(0, self.in_flight - nbytes)
-            self._room.notify_all()
+            if self._waiting:  # (a Condition's notify_all costs even with no waiter)
+                self._room.notify_all()
 
     def observe(self, latency: float, nbytes: int, chunk: int) -> None:
         now = time.monotonic()
@@ -246,6 +256,8 @@ class OpenFile:
 
     def _read_direct(self, size: int, offset: int) -> bytes:
         """Random access: ask for exactly what was asked, in parallel pieces if large."""
+        if size <= self.chunk_read:
+            return self._read_one(size, offset)
         spans = [(off, min(self.chunk_read, offset + size - off))
                  for off in range(offset, offset + size, self.chunk_read)]
         futures = []
@@ -266,6 +278,30 @@ class OpenFile:
                 # its max_read with the full length unless EOF, as sshfs assumes too.
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_one(self, size: int, offset: int) -> bytes:
+        """A random read of at most one chunk (fio, databases, page faults): one READ,
+        waited for here. Its bytes count as in flight like any READ's, but they are given
+        back by this thread after the reply, not by a callback in the transport thread:
+        every reply is on the critical path of the next request, and at iodepth 1 the
+        callback's work was a tenth of the round trip. Nor does the reply feed the link's
+        estimate: a lone small read measures the round trip, not the delivery rate, and
+        its few bytes would only pull the rate (and with it the readahead cap) down."""
+        link = self.link
+        link.admit(size, wait=True)
+        try:
+            fut = self.remote.read_async(self.handle, offset, size)
+        except BaseException:
+            link.settled(size)
+            raise
+        try:
+            return fut.result()
+        except OSError as exc:
+            if exc.errno not in LOST:
+                raise
+        finally:
+            link.settled(size)
+        return self.remote.read(self.handle, offset, size)
 
     def _read_ahead(self, size: int, offset: int) -> bytes:
         chunk = self.chunk_read

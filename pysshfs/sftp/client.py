@@ -30,7 +30,11 @@ THREADS.
     reads the server's window adjustments (pushing stream): a callback must never block
     on a lock that a thread blocked in a send may hold, nor send itself. The callbacks
     today (fileio's `_observe`/`_write_done`, the session's `acknowledged`) take only
-    locks that are never held across a send or a wait for a reply.
+    locks that are never held across a send or a wait for a reply. The callers blocked
+    in a reply's result() are woken by this thread only right before it next waits for
+    the network (`_wake_later`, emptied by `_wake_held`: the pushing stream's
+    `before_wait` hook, the top of `_read_loop`, `_shutdown`): woken earlier, they
+    would only wait for the GIL this thread keeps until then.
   * `<name>-deadlines` (with `request_timeout`): the watchdog above; it only looks at the
     oldest request under `_lock` and, when the connection is overdue, `_shutdown`s it.
   * `_shutdown` fails the pending futures on the thread that calls it (the watchdog,
@@ -38,6 +42,8 @@ THREADS.
     then run there, with no lock of ours held.
 
 LOCKS. `_lock` guards `_pending`, `_ids`, `closed`, `_close_reason` and `_told_closed`;
+`_wake_later` is a list appended to by the reply thread and emptied with pop() (atomic)
+by it or by `_shutdown`;
 it is held for bookkeeping only, never across I/O or a future's callbacks. `_send_lock`
 keeps one packet whole on the stream; it is held across a possibly blocking send, so
 the reply thread must never take it (it does not). The counters (`replies`,
@@ -48,9 +54,11 @@ the reply thread must never take it (it does not). The counters (`replies`,
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
+import struct
 import subprocess
 import threading
 import time
@@ -106,6 +114,7 @@ from pysshfs.sftp.codec import (
     decode_statvfs,
     decode_version,
     encode_attrs,
+    read_body,
     string,
     u32,
     u64,
@@ -131,6 +140,8 @@ READDIR_IN_FLIGHT = 2  # READDIRs sent at once per listing: a small directory's 
 READDIR_MAX_IN_FLIGHT = 16  # ... growing to this many while a big directory streams in
 READDIR_FULL_BATCH = 64  # entries in a reply that mean "more to come" (OpenSSH sends 100)
 _HEADER_SIZE = 4
+_U32_HEAD = struct.Struct(">I")  # a packet's length
+_TYPE_AND_ID = struct.Struct(">BI")  # a reply's type and request id
 
 # A reply parser: (packet type, reader positioned after the id, the request) -> result.
 Parser = Callable[[int, Reader, "_Request"], Any]
@@ -205,7 +216,7 @@ class PipeStream:
 class _Request:
     __slots__ = ("future", "parse", "op", "path", "started")
 
-    def __init__(self, future: Future, parse: Parser, op: str, path: bytes | None,
+    def __init__(self, future: Reply, parse: Parser, op: str, path: bytes | None,
                  started: float) -> None:
         self.future = future
         self.parse = parse
@@ -269,7 +280,10 @@ def _expect_attrs(ptype: int, r: Reader, req: _Request) -> Attrs:
     raise _unexpected(ptype, req)
 
 
+@functools.lru_cache(maxsize=64)
 def _make_expect_data(length: int) -> Parser:
+    """The parser of a READ's answer of at most `length` bytes (one per length, kept:
+    a read costs no closure)."""
     def parse(ptype: int, r: Reader, req: _Request) -> bytes:
         if ptype == SSH_FXP_DATA:
             data = r.string()
@@ -359,6 +373,9 @@ class SFTPClient:
         self._told_closed = False  # on_closed has been called
         self.bytes_moved = 0  # bytes of SFTP packets sent and received on this connection
         self._batch = threading.local()  # .packets: requests held by _batched() (per thread)
+        # Wake-ups of callers whose replies are resolved, held by the reply thread until it
+        # next waits for the network (Reply.settle); None: woken at once.
+        self._wake_later: list[Callable[[], Any]] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"v{self.version}"
@@ -379,7 +396,11 @@ class SFTPClient:
         if push_to is not None:
             # The stream hands us its data itself (no thread of ours in between).
             push_to(self._consume, self._stream_ended)
+            before_wait = getattr(self._stream, "before_wait", None)
+            if before_wait is not None and before_wait(self._wake_held):
+                self._wake_later = []  # (only once the stream will empty it)
         else:
+            self._wake_later = []  # emptied by _read_loop
             self._reader.start()
         try:
             with self._send_lock:
@@ -448,6 +469,7 @@ class SFTPClient:
 
     def _shutdown(self, reason: BaseException | str | None) -> bool:
         """Close once; False if it was already closed."""
+        self._wake_held()  # (the reply thread may never wait for the network again)
         with self._lock:
             if self.closed:
                 return False
@@ -504,6 +526,7 @@ class SFTPClient:
         try:
             recv = self._stream.recv
             while not self.closed:
+                self._wake_held()
                 chunk = recv(RECV_SIZE)
                 if not chunk:
                     break
@@ -537,8 +560,15 @@ class SFTPClient:
         """Cut every complete packet out of what has arrived and dispatch it (called by
         the reader thread, or by a pushing stream's own thread; never concurrently)."""
         buf = self._inbuf
-        buf += chunk
         self.bytes_moved += len(chunk)
+        if not buf and not self._awaiting_version and len(chunk) >= 9:
+            # One whole reply (a server writes each answer at once, and it comes in one
+            # SSH packet when it fits): straight to its request, nothing buffered.
+            length = _U32_HEAD.unpack_from(chunk)[0]
+            if length + 4 == len(chunk) and length <= MAX_PACKET_LENGTH:
+                self._dispatch(chunk[4:])
+                return
+        buf += chunk
         pos = 0
         end = len(buf)
         while end - pos >= _HEADER_SIZE:
@@ -566,9 +596,8 @@ class SFTPClient:
     def _dispatch(self, packet: bytes) -> None:
         if len(packet) < 5:
             raise ProtocolError(f"reply of {len(packet)} bytes has no request id")
-        r = Reader(packet)
-        ptype = r.byte()
-        request_id = r.u32()
+        ptype, request_id = _TYPE_AND_ID.unpack_from(packet)
+        r = Reader(packet, 5)
         with self._lock:
             req = self._pending.pop(request_id, None)
         if req is None:
@@ -586,17 +615,25 @@ class SFTPClient:
         try:
             result = req.parse(ptype, r, req)
         except OSError as exc:
-            req.future.set_exception(exc)
+            req.future.settle(None, exc, self._wake_later)
         except Exception as exc:  # noqa: BLE001 - a bad reply fails its request, not us
-            req.future.set_exception(ProtocolError(f"bad {req.op} reply: {exc!r}"))
+            req.future.settle(None, ProtocolError(f"bad {req.op} reply: {exc!r}"),
+                              self._wake_later)
         else:
-            req.future.set_result(result)
+            req.future.settle(result, None, self._wake_later)
+
+    def _wake_held(self) -> None:
+        """Wake the callers whose replies were resolved and not woken yet (the reply
+        thread, right before it waits for the network; or whoever closes us)."""
+        held = self._wake_later
+        while held:
+            held.pop()()
 
     # --- sending ------------------------------------------------------------------------
     def _send(self, ptype: int, parts: Sequence[bytes | memoryview], parse: Parser, op: str,
               path: bytes | None, detail: Any = None) -> Future:
         """Register and send one request; its Future resolves in the reader thread."""
-        future: Future = Reply()  # on the wire: it cannot be cancelled
+        future = Reply()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
         req = _Request(future, parse, op, path, 0.0)
         with self._lock:
@@ -792,7 +829,7 @@ class SFTPClient:
     def read_async(self, handle: bytes, offset: int, length: int) -> Future:
         """Future of the bytes at `offset`; `length` is capped at max_read."""
         length = min(length, self.max_read)
-        return self._send(SSH_FXP_READ, [string(handle), u64(offset), u32(length)],
+        return self._send(SSH_FXP_READ, (read_body(handle, offset, length),),
                           _make_expect_data(length), "READ", None,
                           lambda: f"{handle.hex()} {offset} {length}")
 

@@ -98,6 +98,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _U32X2 = struct.Struct(">II")
 _HEADER = struct.Struct(">IBI")  # length, type, request id
+_U64_U32 = struct.Struct(">QI")  # a READ's offset and length
 _COMMON_ATTRS = struct.Struct(">QIIIII")  # size, uid, gid, mode, atime, mtime
 _MAX_U32 = 0xFFFFFFFF
 _MAX_U64 = 0xFFFFFFFFFFFFFFFF
@@ -179,6 +180,12 @@ def encode_attrs(attrs: Attrs | None) -> bytes:
     return _U32.pack(flags) + b"".join(parts)
 
 
+def read_body(handle: bytes, offset: int, length: int) -> bytes:
+    """The arguments of a READ (handle, offset, length) in two packs, not three calls:
+    random 4 KiB reads send one per kernel request."""
+    return _U32.pack(len(handle)) + handle + _U64_U32.pack(offset, length)
+
+
 def header(ptype: int, request_id: int, body_length: int) -> bytes:
     """length + type + id for a request whose remaining payload is `body_length` bytes."""
     return _HEADER.pack(body_length + 5, ptype, request_id)
@@ -187,7 +194,7 @@ def header(ptype: int, request_id: int, body_length: int) -> bytes:
 def build_packet(ptype: int, request_id: int, parts: Iterable[bytes | memoryview]) -> bytes:
     """One whole request packet, joined once (write data is not copied twice)."""
     parts = list(parts)
-    length = sum(len(p) for p in parts)
+    length = sum(map(len, parts))
     return b"".join((header(ptype, request_id, length), *parts))
 
 

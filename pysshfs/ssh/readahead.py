@@ -7,7 +7,8 @@ GIL: four to six hand-overs per SSH packet in the thread that every reply waits 
 each a chance for a FUSE or prefetch thread to take the GIL and make the transport
 thread queue behind it. Here recv() reads up to READ_SIZE bytes at once and serves the
 packetizer's small reads from that, so a reply (or several that arrived together)
-costs one poll() and one recv().
+costs one poll() and one recv(). Right before a recv() that may wait, `before_wait`
+runs (the SFTP client wakes the callers whose replies it resolved: see pushchannel).
 
 Only paramiko's transport thread reads (its packetizer says so); everything else is
 the socket's own (send, settimeout, close, ...).
@@ -16,6 +17,7 @@ the socket's own (send, settimeout, close, ...).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 READ_SIZE = 256 * 1024  # at least one whole SSH packet (paramiko's are up to 32 KiB + 2 KiB)
@@ -29,6 +31,9 @@ class ReadAheadSocket:
         self._read_size = read_size
         self._data = b""  # what was read and not yet handed out: _data[_pos:]
         self._pos = 0
+        # Run (in the reading thread) before each recv() that may wait for the network:
+        # what was held back until this thread lets go of the GIL (see pushchannel).
+        self.before_wait: Callable[[], None] | None = None
 
     def recv(self, n: int) -> bytes:
         data, pos = self._data, self._pos
@@ -39,6 +44,8 @@ class ReadAheadSocket:
                 return data[pos:] if pos else data
             self._pos = end
             return data[pos:end]
+        if self.before_wait is not None:
+            self.before_wait()
         data = self._sock.recv(max(n, self._read_size))
         if len(data) <= n:
             return data

@@ -90,6 +90,33 @@ def test_random_read_does_not_prefetch() -> None:
     assert sum(n for _, n in remote.reads) == 110
 
 
+def test_a_small_random_read_gives_its_room_back_and_leaves_the_estimate_alone() -> None:
+    """A random read of at most one chunk waits for its own READ: its bytes are out of
+    the link's count when it returns (not whenever a callback runs), and a lone small
+    read says nothing about the link's rate."""
+    remote = MemoryRemote(os.urandom(1 << 20))
+    f = open_file(remote)
+    f.link = LinkEstimate(1 << 20)
+    observed: list[object] = []
+    f.link.observe = lambda *a: observed.append(a)  # type: ignore[method-assign]
+    for offset in (700_000, 12_288, 300_001):
+        assert f.read(4096, offset) == bytes(remote.data[offset:offset + 4096])
+        assert f.link.in_flight == 0
+    assert remote.reads == [(700_000, 4096), (12_288, 4096), (300_001, 4096)]
+    assert observed == []
+
+
+def test_a_small_random_read_lost_with_the_connection_is_read_again() -> None:
+    remote = MemoryRemote(os.urandom(1 << 16))
+    f = open_file(remote)
+    f.link = LinkEstimate(1 << 20)
+    lost: Future = Future()
+    lost.set_exception(OSError(errno.ECONNABORTED, "SFTP connection lost"))
+    remote.read_async = lambda *a: lost  # type: ignore[method-assign]
+    assert f.read(100, 5000) == bytes(remote.data[5000:5100])
+    assert remote.reads == [(5000, 100)] and f.link.in_flight == 0
+
+
 def test_read_past_eof_is_empty_and_file_growth_is_seen() -> None:
     remote = MemoryRemote(b"abc")
     f = open_file(remote)

@@ -56,3 +56,22 @@ def test_follows() -> None:
     assert _follows(order, "a", "b") and _follows(order, "a", "e")
     assert not _follows(order, "b", "a") and not _follows(order, "a", "g")
     assert not _follows(order, "a", "zz")
+
+
+def test_a_reader_waiting_for_room_goes_on_when_bytes_settle() -> None:
+    """admit(wait=True) over the cap waits, and settled() wakes it (not ADMIT_WAIT
+    later): settled() only notifies when someone waits, so that must be counted."""
+    import threading
+    import time
+
+    link = LinkEstimate(2 * CHUNK)
+    assert link.admit(2 * CHUNK, wait=False)
+    admitted = threading.Event()
+    waiter = threading.Thread(target=lambda: (link.admit(CHUNK, wait=True), admitted.set()))
+    waiter.start()
+    assert not admitted.wait(0.2)  # no room: it waits
+    started = time.monotonic()
+    link.settled(2 * CHUNK)
+    assert admitted.wait(1.0) and time.monotonic() - started < 1.0
+    waiter.join(5)
+    assert link.in_flight == CHUNK

@@ -21,6 +21,7 @@ import paramiko.agent
 import paramiko.buffered_pipe
 import paramiko.channel
 import paramiko.common
+import paramiko.packet
 import pytest
 from packaging.requirements import Requirement
 
@@ -28,12 +29,15 @@ from pysshfs import fuselib
 from pysshfs.ssh import pushchannel
 
 CHANNEL_ATTRS = ("in_buffer", "in_stderr_buffer", "lock", "closed", "eof_received",
-                 "remote_chanid", "transport")
+                 "remote_chanid", "transport", "eof_sent", "out_window_size",
+                 "out_max_packet_size")
 CHANNEL_METHODS = ("_check_add_window",)
 TRANSPORT_ATTRS = ("_send_user_message", "_preferred_kex", "_kex_info", "_cipher_info",
                    "_mac_info", "_key_info", "_log_agreement")
 # Set in Transport.__init__, read by connection._tell_agreements.
 TRANSPORT_INSTANCE_ATTRS = ("kex_engine", "local_cipher")
+# Read by pushchannel.PushStream.sendall's short way (as _send_user_message does).
+TRANSPORT_SEND_ATTRS = ("active", "clear_to_send", "clear_to_send_lock", "packetizer")
 AGENT_METHODS = ("_connect", "_close")  # auth._Agent: an agent on a socket we choose
 MFUSEPY_NAMES = ("FUSE", "Operations", "FuseOSError", "fuse_get_context", "c_stat",
                  "set_st_attrs", "fuse_operations", "fuse_version_major", "fuse_version_minor",
@@ -85,6 +89,9 @@ def test_paramiko_transport_instance_has() -> None:
         for name in TRANSPORT_INSTANCE_ATTRS:
             assert hasattr(transport, name), \
                 _gone("paramiko", f"Transport().{name}", "ssh/connection.py")
+        for name in TRANSPORT_SEND_ATTRS:
+            assert hasattr(transport, name), \
+                _gone("paramiko", f"Transport().{name}", "ssh/pushchannel.py")
     finally:
         transport.close()
         theirs.close()
@@ -109,6 +116,40 @@ def test_paramiko_agent_has(name: str) -> None:
 def test_paramiko_window_adjust_message() -> None:
     assert paramiko.common.cMSG_CHANNEL_WINDOW_ADJUST == bytes([93]), \
         _gone("paramiko", "common.cMSG_CHANNEL_WINDOW_ADJUST", "ssh/pushchannel.py")
+
+
+def test_paramiko_sends_user_messages_the_way_sendall_copies() -> None:
+    """PushStream.sendall does what Channel._send + Transport._send_user_message do, and
+    hands Packetizer.send_message an object with asbytes() only: check they still are
+    that (the window taken under channel.lock, the send under clear_to_send_lock)."""
+    send = inspect.getsource(paramiko.Transport._send_user_message)
+    assert "self.clear_to_send_lock.acquire()" in send and "self._send_message(data)" in send, \
+        _gone("paramiko", "Transport._send_user_message's locking", "ssh/pushchannel.py")
+    chan = inspect.getsource(paramiko.Channel._send)
+    assert "self._wait_for_send_window(size)" in chan and "m.add_string(" in chan, \
+        _gone("paramiko", "Channel._send's window bookkeeping", "ssh/pushchannel.py")
+    window = inspect.getsource(paramiko.Channel._wait_for_send_window)
+    assert "self.out_window_size -= size" in window and "out_max_packet_size - 64" in window, \
+        _gone("paramiko", "Channel._wait_for_send_window", "ssh/pushchannel.py")
+    packet = inspect.getsource(paramiko.packet.Packetizer.send_message)
+    assert "data = data.asbytes()" in packet, \
+        _gone("paramiko", "Packetizer.send_message(Message)", "ssh/pushchannel.py")
+    assert paramiko.common.MSG_CHANNEL_DATA == 94, \
+        _gone("paramiko", "common.MSG_CHANNEL_DATA", "ssh/pushchannel.py")
+
+
+def test_mfusepy_calls_fuse_main_real_by_its_global_name() -> None:
+    """fuselib.FUSE puts its lean read callback in the operations table by wrapping the
+    module global fuse_main_real that mfusepy.FUSE.__init__ calls with the table."""
+    source = inspect.getsource(mfusepy.FUSE.__init__)
+    assert "fuse_main_real(" in source and "ctypes.pointer(fuse_ops)" in source, \
+        _gone("mfusepy", "FUSE.__init__ calling fuse_main_real(..., pointer(ops), ...)",
+              "fuselib.py")
+    assert callable(mfusepy.fuse_main_real), \
+        _gone("mfusepy", "mfusepy.fuse_main_real", "fuselib.py")
+    fields = dict(field[:2] for field in mfusepy.fuse_operations._fields_)
+    assert "read" in fields and len(fields["read"]._argtypes_) == 5, \
+        _gone("mfusepy", "fuse_operations.read(path, buf, size, offset, fi)", "fuselib.py")
 
 
 def test_check_add_window_signature() -> None:

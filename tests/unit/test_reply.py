@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -63,3 +64,36 @@ def test_resolved_only_once() -> None:
     with pytest.raises(InvalidStateError):
         reply.set_exception(OSError(5, "late"))
     assert reply.result() == 1
+
+
+def test_a_held_wake_up_keeps_the_waiter_until_the_list_is_emptied() -> None:
+    """settle(wake_later=...): the outcome is there at once for anyone who asks, and
+    callbacks run, but a thread already blocked in result() wakes only when the reply
+    thread empties the list (right before it waits for the network)."""
+    reply = Reply()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(reply.result(10)))
+    waiter.start()
+    time.sleep(0.1)  # blocked in result() by now
+    held: list = []
+    seen: list[object] = []
+    reply.add_done_callback(lambda f: seen.append(f.result()))
+    reply.settle(b"data", None, held)
+    assert seen == [b"data"] and reply.done() and reply.result(0) == b"data"
+    waiter.join(0.2)
+    assert waiter.is_alive() and got == [] and len(held) == 1
+    held.pop()()
+    waiter.join(10)
+    assert got == [b"data"]
+
+
+def test_a_held_wake_up_of_a_failure() -> None:
+    reply = Reply()
+    held: list = []
+    reply.settle(None, OSError(5, "boom"), held)
+    with pytest.raises(OSError, match="boom"):
+        reply.result(0)
+    with pytest.raises(InvalidStateError):
+        reply.settle(1, None, held)
+    held.pop()()
+    assert reply.exception(0) is not None
