@@ -242,6 +242,10 @@ class SSHFS(Operations):
             return cached
         if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
+        if self.open_ahead is not None:
+            ahead = self.open_ahead.attrs(path)  # read with its OPEN, just now
+            if ahead is not None:
+                return ahead
         if self.prefetch is not None and path != "/":
             known = self._lookup_from_listing(path)
             if known is not None:

@@ -4,16 +4,30 @@
 open, read and close file after file, in listing order or in name order: two round trips
 each (OPEN, then READ), one file at a time. Once two files of a directory were opened in
 a row (neighbours in listing or in name order), the next few small files in that order are
-opened and their first chunk asked for in the background; an open() of one of them then takes
-the handle and the data already on their way.
+opened ahead: their OPENs, each with the LSTAT of the close-to-open check behind it, go
+out together in one write from the thread of the open() that showed the pattern, and the
+READ of each one's first chunk goes out (again several in one write) from a later
+open() once its handle has come. An open() of one of them then takes the handle and the
+data already on their way, and a lookup of one whose kernel entry expired meanwhile is
+answered by the attributes read with its OPEN.
+
+No thread of its own and no waiting: replies are looked at (`done()`) by the FUSE threads
+that call in, never handled in the reply thread (which must not send). The window is
+topped up by several files at a time (at least `ahead // 2` missing), so OPENs share
+writes.
 
 Bounded and short-lived: files up to `max_size` bytes (their size known from the cached
 listing), `ahead` per trigger, `max_held` at once, each held for at most `hold_for`
 seconds (then closed unwaited), dropped when its directory changed through the mount
 (cache epochs); nothing without a fresh listing or in directories of more than MAX_DIR
-entries, nothing with cache=no. A held file shows
-its content as of when it was opened ahead, at most `hold_for` seconds before the open():
-well inside the cache_timeout promise.
+entries, nothing with cache=no. A held file shows its content and attributes as of when
+it was opened ahead, at most `hold_for` seconds before the open() or lookup: well inside
+the cache_timeout promise.
+
+THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `attrs`) and at
+unmount (`close`). `_lock` guards `_held`, `_unread`, `_to_close`, `_last_open`,
+`_orders` and each Held's `claimed`; it is never held while sending. `attrs` reads
+`_held` with one dict lookup, atomic under the GIL.
 """
 
 from __future__ import annotations
@@ -22,15 +36,13 @@ import logging
 import stat
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict, deque
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.remote import RemoteFS
-from pysshfs.sftp.codec import SSH_FXF_READ
+from pysshfs.remote import PendingOpen, RemoteFile, RemoteFS
+from pysshfs.sftp.codec import SSH_FXF_READ, Attrs
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +53,13 @@ MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cos
 
 @dataclass
 class Held:
-    """A file opened ahead: its handle and the READ of its first chunk (Futures)."""
+    """A file opened ahead: its OPEN (and LSTAT) on the wire, then its first READ."""
 
     opened_at: float
     epoch: tuple[int, int]
-    handle: Future  # Future[RemoteFile]
+    pending: PendingOpen
     first_chunk: Future | None = None
+    claimed: bool = False  # its first READ is being (or was) sent: by one thread only
 
 
 class OpenAhead:
@@ -54,8 +67,7 @@ class OpenAhead:
 
     def __init__(self, session: RemoteFS, cache: MetadataCache, chunk: int, *,
                  ahead: int = 8, max_held: int = 64, max_size: int = 256 * 1024,
-                 hold_for: float = 2.0, workers: int = 8,
-                 is_open: Callable[[str], bool] | None = None) -> None:
+                 hold_for: float = 2.0) -> None:
         self.session = session
         self.cache = cache
         self.chunk = chunk
@@ -63,35 +75,55 @@ class OpenAhead:
         self.max_held = max_held
         self.max_size = max_size
         self.hold_for = hold_for
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openahead")
         self._lock = threading.Lock()
-        self._held: OrderedDict[str, Held] = OrderedDict()  # GUARDED_BY(_lock)
+        self._held: OrderedDict[str, Held] = OrderedDict()  # oldest first
+        self._unread: deque[Held] = deque()  # held, first READ not sent yet, oldest first
+        self._to_close: list[PendingOpen] = []  # expired before their handle came
         self._last_open: OrderedDict[str, str] = OrderedDict()  # directory -> last name
         self._orders: OrderedDict[str, tuple[tuple[float, int], tuple[_Order, _Order]]] = \
             OrderedDict()
         self._closed = False
 
     # --- what fs asks ---------------------------------------------------------------------
-    def take(self, path: str) -> tuple[Any, Future | None] | None:
+    def take(self, path: str) -> tuple[RemoteFile, Future | None] | None:
         """(RemoteFile, first-chunk Future) opened ahead for `path`, or None."""
         with self._lock:
             held = self._held.pop(path, None)
-        if held is None:
-            return None
+            if held is None:
+                return None
+            mine = not held.claimed
+            held.claimed = True
         fresh = time.monotonic() - held.opened_at <= self.hold_for and \
             held.epoch == self.cache.epoch(parent_of(path))
         try:
-            rf = held.handle.result(timeout=getattr(self.session, "io_timeout", 60.0) or None)
+            rf = held.pending.file(timeout=self.session.io_timeout or None)
         except Exception:  # noqa: BLE001 - opening ahead failed: open as usual
             return None
         if not fresh:
             self._close(rf)
             return None
+        if mine:  # its READ was not sent yet: now, so it races the kernel's first read
+            held.first_chunk = self._read_first(rf)
         return rf, held.first_chunk
 
+    def attrs(self, path: str) -> Attrs | None:
+        """The attributes read with the OPEN of `path` if it is held, they have come and
+        they are fresh (a lookup whose kernel entry expired since the listing)."""
+        held = self._held.get(path)
+        if held is None or not held.pending.attrs.done() \
+                or held.pending.attrs.exception() is not None \
+                or time.monotonic() - held.opened_at > self.hold_for \
+                or held.epoch != self.cache.epoch(parent_of(path)):
+            return None
+        attrs: Attrs = held.pending.attrs.result()
+        return attrs
+
     def opened(self, path: str) -> None:
-        """A file was opened for reading: when its neighbour was the last one opened in
-        its directory, open the next ones ahead."""
+        """A file was opened for reading: send the first READs of the held files whose
+        handles came, and when its neighbour was the last one opened in its directory,
+        open the next ones ahead."""
+        self._expire()
+        self._send_reads()
         if path == "/":
             return
         parent, name = parent_of(path), path.rsplit("/", 1)[1]
@@ -100,7 +132,6 @@ class OpenAhead:
             self._last_open[parent] = name
             while len(self._last_open) > 256:
                 self._last_open.popitem(last=False)
-        self._expire()
         if previous is None or self._closed:
             return
         orders = self._orders_of(parent)
@@ -111,19 +142,24 @@ class OpenAhead:
             return
         base = "" if parent == "/" else parent
         at = order[1][name]
-        wanted = order[0][at + 1:at + 1 + self.ahead]
-        epoch = self.cache.epoch(parent)
-        for candidate in wanted:
-            child = f"{base}/{candidate}"
+        window = [f"{base}/{n}" for n in order[0][at + 1:at + 1 + self.ahead]]
+        with self._lock:
+            missing = [p for p in window if p not in self._held]
+        # top up several at a time (one write), or at once when the next one is missing
+        if not missing or (len(missing) < self.ahead // 2 and missing[0] != window[0]):
+            return
+        wanted = []
+        for child in missing:
             attrs = self.cache.attrs(child)
-            if attrs is None or attrs.mode is None or not stat.S_ISREG(attrs.mode) \
-                    or (attrs.size or 0) > self.max_size:
-                continue
-            self._start(child, epoch)
+            if attrs is not None and attrs.mode is not None and stat.S_ISREG(attrs.mode) \
+                    and (attrs.size or 0) <= self.max_size:
+                wanted.append(child)
+        if wanted:
+            self._start(wanted, self.cache.epoch(parent))
 
     def _orders_of(self, parent: str) -> tuple[_Order, _Order] | None:
-        """The directory's names in listing order and in name order, each with positions:
-        worked out once per listing (not per open)."""
+        """The directory's regular files in listing order and in name order, each with
+        positions: worked out once per listing (not per open)."""
         stamp = self.cache.listing_stamp(parent)
         if stamp is None or not 0 < stamp[1] <= MAX_DIR:
             return None
@@ -134,7 +170,7 @@ class OpenAhead:
         names = self.cache.listing(parent)
         if names is None:
             return None
-        listed = [n for n, _ in names]
+        listed = [n for n, mode in names if stat.S_ISREG(mode)]  # what may be opened
         by_name = sorted(listed)
         orders = ((listed, {n: i for i, n in enumerate(listed)}),
                   (by_name, {n: i for i, n in enumerate(by_name)}))
@@ -147,54 +183,94 @@ class OpenAhead:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            held = list(self._held.values())
+            held = [h.pending for h in self._held.values()] + self._to_close
             self._held.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for h in held:
-            h.handle.add_done_callback(self._close_when_opened)
+            self._unread.clear()
+            self._to_close = []
+        for pending in held:
+            self._close_pending(pending)
 
     # --- the work -------------------------------------------------------------------------
-    def _start(self, path: str, epoch: tuple[int, int]) -> None:
+    def _start(self, paths: list[str], epoch: tuple[int, int]) -> None:
         with self._lock:
-            if self._closed or path in self._held or len(self._held) >= self.max_held:
-                return
-            held = Held(time.monotonic(), epoch, Future())
-            self._held[path] = held
-        try:
-            self._pool.submit(self._open, path, held)
-        except RuntimeError:  # shut down meanwhile
-            with self._lock:
-                self._held.pop(path, None)
-
-    def _open(self, path: str, held: Held) -> None:
-        try:
-            # its attributes in the same round trip: the close-to-open check at take()
-            rf = self.session.open(self.session.remote_path(path), SSH_FXF_READ, read_back=True)
-        except BaseException as exc:  # noqa: BLE001 - told to whoever takes it
-            held.handle.set_exception(exc)
-            with self._lock:
-                if self._held.get(path) is held:
-                    del self._held[path]
+            room = 0 if self._closed else self.max_held - len(self._held)
+            paths = [p for p in paths if p not in self._held][:max(0, room)]
+        if not paths:
             return
+        now = time.monotonic()
+        sent = self.session.open_ahead([self.session.remote_path(p) for p in paths],
+                                       SSH_FXF_READ)
+        leftover: list[PendingOpen] = []
+        with self._lock:
+            for path, pending in zip(paths, sent, strict=False):
+                if self._closed or path in self._held:  # another thread was quicker
+                    leftover.append(pending)
+                    continue
+                held = Held(now, epoch, pending)
+                self._held[path] = held
+                self._unread.append(held)
+        for pending in leftover:
+            self._close_pending(pending)
+
+    def _send_reads(self) -> None:
+        """The first READ of every held file whose handle has come, in one write."""
+        ready: list[Held] = []
+        with self._lock:
+            unread = self._unread
+            while unread and (unread[0].claimed or unread[0].pending.handle.done()):
+                held = unread.popleft()
+                if not held.claimed:
+                    held.claimed = True
+                    ready.append(held)
+        if not ready:
+            return
+        with self.session.batched():
+            for held in ready:
+                try:
+                    rf = held.pending.file()
+                except Exception:  # noqa: BLE001 - take() opens it as usual
+                    continue
+                held.first_chunk = self._read_first(rf)
+
+    def _read_first(self, rf: RemoteFile) -> Future | None:
         try:
-            held.first_chunk = self.session.read_async(rf, 0, self.chunk)
+            return self.session.read_async(rf, 0, self.chunk)
         except OSError as exc:
-            log.debug("reading %s ahead: %s", path, exc)
-        held.handle.set_result(rf)
+            log.debug("reading %r ahead: %s", rf.path, exc)
+            return None
 
     def _expire(self) -> None:
+        """Close what was held too long (oldest first: `_held` is in opening order) and
+        what expired before its handle came, once it has."""
         now = time.monotonic()
+        gone: list[PendingOpen] = []
         with self._lock:
-            old = [p for p, h in self._held.items() if now - h.opened_at > self.hold_for]
-            gone = [self._held.pop(p) for p in old]
-        for h in gone:
-            h.handle.add_done_callback(self._close_when_opened)
+            held = self._held
+            while held:
+                oldest = next(iter(held.values()))
+                if now - oldest.opened_at <= self.hold_for:
+                    break
+                held.popitem(last=False)
+                oldest.claimed = True  # no READ for it any more
+                gone.append(oldest.pending)
+            if self._to_close:
+                gone.extend(self._to_close)
+                self._to_close = []
+        for pending in gone:
+            self._close_pending(pending)
 
-    def _close_when_opened(self, fut: Future) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self._close(fut.result())
+    def _close_pending(self, pending: PendingOpen) -> None:
+        """Close a file opened ahead for nothing; if its handle has not come yet, at a
+        later call (the reply thread must not send)."""
+        if not pending.handle.done():
+            with self._lock:
+                if not self._closed:
+                    self._to_close.append(pending)
+            return
+        if pending.handle.exception() is None:
+            self._close(pending.file())
 
-    def _close(self, rf: Any) -> None:
+    def _close(self, rf: RemoteFile) -> None:
         try:
             self.session.close_handle(rf)
         except OSError as exc:
