@@ -16,17 +16,24 @@ that call in, never handled in the reply thread (which must not send). The windo
 topped up by several files at a time (at least `ahead // 2` missing), so OPENs share
 writes.
 
-Bounded and short-lived: files up to `max_size` bytes (their size known from the cached
-listing), `ahead` per trigger, `max_held` at once, each held for at most `hold_for`
-seconds (then closed unwaited), dropped when its directory changed through the mount
-(cache epochs); nothing without a fresh listing or in directories of more than MAX_DIR
-entries, nothing with cache=no. A held file shows its content and attributes as of when
-it was opened ahead, at most `hold_for` seconds before the open() or lookup: well inside
-the cache_timeout promise.
+Which files: after two neighbours in listing order, the next regular files in that
+order up to the next subdirectory (a walker goes down there first); after two in name
+order, the next ones of a depth-first walk in name order (git's index order), down into
+subdirectories and back up, as far as their listings are cached. An open() of a file
+opened ahead carries on from there.
+
+Bounded and short-lived: regular files (by the cached listing) up to `max_size` bytes
+(their size from the attribute cache, or else from the LSTAT behind their OPEN: no READ
+for a bigger one), `ahead` per top-up, `max_held` at once (the oldest closed to make
+room), each held for at most `hold_for` seconds (then closed unwaited), dropped when its
+directory changed through the mount (cache epochs); nothing without a fresh listing or in
+directories of more than MAX_DIR entries, nothing with cache=no. A held file shows its
+content and attributes as of when it was opened ahead, at most `hold_for` seconds before
+the open() or lookup: well inside the cache_timeout promise.
 
 THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `attrs`) and at
 unmount (`close`). `_lock` guards `_held`, `_unread`, `_to_close`, `_last_open`,
-`_orders` and each Held's `claimed`; it is never held while sending. `attrs` reads
+`_orders`, `_last_hit` and each Held's `claimed`; it is never held while sending. `attrs` reads
 `_held` with one dict lookup, atomic under the GIL.
 """
 
@@ -46,8 +53,9 @@ from pysshfs.sftp.codec import SSH_FXF_READ, Attrs
 
 log = logging.getLogger(__name__)
 
-# A directory's names in some order, and each name's position in it.
-_Order = tuple[list[str], dict[str, int]]
+# A directory's entries (name, kind) in some order, and each name's position in it.
+_Order = tuple[list[tuple[str, int]], dict[str, int]]
+_FILE, _DIR, _OTHER = 0, 1, 2  # kinds of entries
 MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cost per open)
 
 
@@ -58,6 +66,7 @@ class Held:
     opened_at: float
     epoch: tuple[int, int]
     pending: PendingOpen
+    walk: bool  # guessed by name order across directories (see _next_files)
     first_chunk: Future | None = None
     claimed: bool = False  # its first READ is being (or was) sent: by one thread only
 
@@ -66,7 +75,7 @@ class OpenAhead:
     """Files opened ahead, by FUSE path."""
 
     def __init__(self, session: RemoteFS, cache: MetadataCache, chunk: int, *,
-                 ahead: int = 8, max_held: int = 64, max_size: int = 256 * 1024,
+                 ahead: int = 8, max_held: int = 128, max_size: int = 256 * 1024,
                  hold_for: float = 2.0) -> None:
         self.session = session
         self.cache = cache
@@ -82,6 +91,7 @@ class OpenAhead:
         self._last_open: OrderedDict[str, str] = OrderedDict()  # directory -> last name
         self._orders: OrderedDict[str, tuple[tuple[float, int], tuple[_Order, _Order]]] = \
             OrderedDict()
+        self._last_hit: tuple[str, bool] | None = None  # (path, walk) last taken
         self._closed = False
 
     # --- what fs asks ---------------------------------------------------------------------
@@ -93,6 +103,7 @@ class OpenAhead:
                 return None
             mine = not held.claimed
             held.claimed = True
+            self._last_hit = (path, held.walk)  # a guess that came true: go on from there
         fresh = time.monotonic() - held.opened_at <= self.hold_for and \
             held.epoch == self.cache.epoch(parent_of(path))
         try:
@@ -102,7 +113,8 @@ class OpenAhead:
         if not fresh:
             self._close(rf)
             return None
-        if mine:  # its READ was not sent yet: now, so it races the kernel's first read
+        if mine and self._small(rf):
+            # its READ was not sent yet: now, so it races the kernel's first read
             held.first_chunk = self._read_first(rf)
         return rf, held.first_chunk
 
@@ -120,8 +132,8 @@ class OpenAhead:
 
     def opened(self, path: str) -> None:
         """A file was opened for reading: send the first READs of the held files whose
-        handles came, and when its neighbour was the last one opened in its directory,
-        open the next ones ahead."""
+        handles came; when it follows the last one opened in its directory (or was itself
+        opened ahead), top up the files held ahead of it."""
         self._expire()
         self._send_reads()
         if path == "/":
@@ -132,34 +144,76 @@ class OpenAhead:
             self._last_open[parent] = name
             while len(self._last_open) > 256:
                 self._last_open.popitem(last=False)
-        if previous is None or self._closed:
+            hit, self._last_hit = self._last_hit, None
+        if self._closed:
             return
         orders = self._orders_of(parent)
         if orders is None:
             return
-        order = next((o for o in orders if _follows(o, previous, name)), None)
-        if order is None:
+        if hit is not None and hit[0] == path:
+            walk = hit[1]
+        elif previous is not None:
+            matched = [i for i, o in enumerate(orders) if _follows(o, previous, name)]
+            if not matched:
+                return
+            walk = matched[0] == 1
+        else:
             return
-        base = "" if parent == "/" else parent
-        at = order[1][name]
-        window = [f"{base}/{n}" for n in order[0][at + 1:at + 1 + self.ahead]]
+        window = self._next_files(parent, name, orders[1 if walk else 0], walk)
+        if not window:
+            return
         with self._lock:
             missing = [p for p in window if p not in self._held]
         # top up several at a time (one write), or at once when the next one is missing
         if not missing or (len(missing) < self.ahead // 2 and missing[0] != window[0]):
             return
+        # those the cache still knows as too big are left out, the others' sizes come
+        # with their OPENs (see _send_reads)
         wanted = []
         for child in missing:
             attrs = self.cache.attrs(child)
-            if attrs is not None and attrs.mode is not None and stat.S_ISREG(attrs.mode) \
-                    and (attrs.size or 0) <= self.max_size:
+            if attrs is None or ((attrs.mode is None or stat.S_ISREG(attrs.mode))
+                                 and (attrs.size or 0) <= self.max_size):
                 wanted.append(child)
         if wanted:
-            self._start(wanted, self.cache.epoch(parent))
+            self._start(wanted, walk)
+
+    def _next_files(self, parent: str, name: str, order: _Order, walk: bool) -> list[str]:
+        """The `ahead` regular files that come after parent/name in `order`. In listing
+        order up to the next subdirectory (a walker goes down there first). In name order
+        (`walk`) as a depth-first walk in name order goes, git's index order: down into
+        subdirectories and, past a directory's end, back up into its parent when files
+        were opened there, as far as the listings are cached."""
+        found: list[str] = []
+        where, entries, i = parent, order[0], order[1][name] + 1
+        for _ in range(8 * self.ahead):  # bounded: empty directories, symlinks
+            if len(found) >= self.ahead:
+                break
+            base = "" if where == "/" else where
+            if i >= len(entries):
+                up = parent_of(where)
+                if not walk or where == "/" or up not in self._last_open:
+                    break
+                above = self._orders_of(up)
+                at = None if above is None else above[1][1].get(where.rsplit("/", 1)[1])
+                if above is None or at is None:
+                    break
+                where, entries, i = up, above[1][0], at + 1
+                continue
+            child, kind = entries[i]
+            i += 1
+            if kind == _FILE:
+                found.append(f"{base}/{child}")
+            elif kind == _DIR:
+                below = self._orders_of(f"{base}/{child}") if walk else None
+                if below is None:
+                    break
+                where, entries, i = f"{base}/{child}", below[1][0], 0
+        return found
 
     def _orders_of(self, parent: str) -> tuple[_Order, _Order] | None:
-        """The directory's regular files in listing order and in name order, each with
-        positions: worked out once per listing (not per open)."""
+        """The directory's entries (name, kind) in listing order and in name order, each
+        with positions: worked out once per listing (not per open)."""
         stamp = self.cache.listing_stamp(parent)
         if stamp is None or not 0 < stamp[1] <= MAX_DIR:
             return None
@@ -170,13 +224,14 @@ class OpenAhead:
         names = self.cache.listing(parent)
         if names is None:
             return None
-        listed = [n for n, mode in names if stat.S_ISREG(mode)]  # what may be opened
+        listed = [(n, _FILE if stat.S_ISREG(mode) else _DIR if stat.S_ISDIR(mode) else _OTHER)
+                  for n, mode in names]
         by_name = sorted(listed)
-        orders = ((listed, {n: i for i, n in enumerate(listed)}),
-                  (by_name, {n: i for i, n in enumerate(by_name)}))
+        orders = ((listed, {n: i for i, (n, _) in enumerate(listed)}),
+                  (by_name, {n: i for i, (n, _) in enumerate(by_name)}))
         with self._lock:
             self._orders[parent] = (stamp, orders)
-            while len(self._orders) > 64:
+            while len(self._orders) > 256:
                 self._orders.popitem(last=False)
         return orders
 
@@ -191,10 +246,19 @@ class OpenAhead:
             self._close_pending(pending)
 
     # --- the work -------------------------------------------------------------------------
-    def _start(self, paths: list[str], epoch: tuple[int, int]) -> None:
+    def _start(self, paths: list[str], walk: bool) -> None:
+        evicted: list[PendingOpen] = []
         with self._lock:
-            room = 0 if self._closed else self.max_held - len(self._held)
-            paths = [p for p in paths if p not in self._held][:max(0, room)]
+            paths = [] if self._closed else \
+                [p for p in paths if p not in self._held][:self.max_held]
+            # full: the oldest go (a walk that left their directory for a subdirectory
+            # may come back to them, but the newest guess is the likeliest)
+            while len(self._held) + len(paths) > self.max_held:
+                _, oldest = self._held.popitem(last=False)
+                oldest.claimed = True
+                evicted.append(oldest.pending)
+        for pending in evicted:
+            self._close_pending(pending)
         if not paths:
             return
         now = time.monotonic()
@@ -206,7 +270,7 @@ class OpenAhead:
                 if self._closed or path in self._held:  # another thread was quicker
                     leftover.append(pending)
                     continue
-                held = Held(now, epoch, pending)
+                held = Held(now, self.cache.epoch(parent_of(path)), pending, walk)
                 self._held[path] = held
                 self._unread.append(held)
         for pending in leftover:
@@ -230,7 +294,15 @@ class OpenAhead:
                     rf = held.pending.file()
                 except Exception:  # noqa: BLE001 - take() opens it as usual
                     continue
-                held.first_chunk = self._read_first(rf)
+                if self._small(rf):  # else the handle alone is held
+                    held.first_chunk = self._read_first(rf)
+
+    def _small(self, rf: RemoteFile) -> bool:
+        """A regular file with something to read, up to max_size, by the attributes read
+        with its OPEN: worth its first READ."""
+        known = rf.attrs_at_open
+        return known is None or ((known.mode is None or stat.S_ISREG(known.mode))
+                                 and 0 < (known.size or 0) <= self.max_size)
 
     def _read_first(self, rf: RemoteFile) -> Future | None:
         try:
