@@ -11,7 +11,7 @@ open() once its handle has come. An open() of one of them then takes the handle 
 data already on their way, and a lookup of one whose kernel entry expired meanwhile is
 answered by the attributes read with its OPEN.
 
-No thread of its own and no waiting: replies are looked at (`done()`) by the FUSE threads
+No thread sends, nothing waits: replies are looked at (`done()`) by the FUSE threads
 that call in, never handled in the reply thread (which must not send). The window is
 topped up by several files at a time (at least `ahead // 2` missing), so OPENs share
 writes.
@@ -32,9 +32,11 @@ content and attributes as of when it was opened ahead, at most `hold_for` second
 the open() or lookup: well inside the cache_timeout promise.
 
 THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `attrs`) and at
-unmount (`close`). `_lock` guards `_held`, `_unread`, `_to_close`, `_last_open`,
-`_orders`, `_last_hit` and each Held's `claimed`; it is never held while sending. `attrs` reads
-`_held` with one dict lookup, atomic under the GIL.
+unmount (`close`); `openahead-expiry` closes what was held too long when no open() comes
+to do it (it sleeps while nothing is held). `_lock` guards `_held`, `_unread`,
+`_to_close`, `_last_open`, `_orders`, `_last_hit`, `_janitor_idle` and each Held's
+`claimed`; it is never held while sending. `attrs` reads `_held` with one dict lookup,
+atomic under the GIL.
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class OpenAhead:
             OrderedDict()
         self._last_hit: tuple[str, bool] | None = None  # (path, walk) last taken
         self._closed = False
+        self._wake = threading.Condition(self._lock)  # something is held: expire it
+        self._janitor: threading.Thread | None = None
+        self._janitor_idle = False  # it waits for something to be held (else: a timeout)
 
     # --- what fs asks ---------------------------------------------------------------------
     def take(self, path: str) -> tuple[RemoteFile, Future | None] | None:
@@ -156,7 +161,7 @@ class OpenAhead:
             matched = [i for i, o in enumerate(orders) if _follows(o, previous, name)]
             if not matched:
                 return
-            walk = matched[0] == 1
+            walk = 1 in matched  # name order, when both fit: it walks the subdirectories
         else:
             return
         window = self._next_files(parent, name, orders[1 if walk else 0], walk)
@@ -238,6 +243,7 @@ class OpenAhead:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._wake.notify()
             held = [h.pending for h in self._held.values()] + self._to_close
             self._held.clear()
             self._unread.clear()
@@ -273,6 +279,12 @@ class OpenAhead:
                 held = Held(now, self.cache.epoch(parent_of(path)), pending, walk)
                 self._held[path] = held
                 self._unread.append(held)
+            if self._janitor_idle:
+                self._wake.notify()
+            if self._janitor is None and not self._closed:
+                self._janitor = threading.Thread(target=self._expire_idle, daemon=True,
+                                                 name="openahead-expiry")
+                self._janitor.start()
         for pending in leftover:
             self._close_pending(pending)
 
@@ -310,6 +322,20 @@ class OpenAhead:
         except OSError as exc:
             log.debug("reading %r ahead: %s", rf.path, exc)
             return None
+
+    def _expire_idle(self) -> None:
+        """What is held is closed in time even when no open() comes to do it: wakes
+        once per `hold_for` while something is held, never otherwise."""
+        while True:
+            with self._lock:
+                while not self._closed and not self._held and not self._to_close:
+                    self._janitor_idle = True
+                    self._wake.wait()
+                    self._janitor_idle = False
+                if self._closed:
+                    return
+                self._wake.wait(max(0.1, self.hold_for))
+            self._expire()
 
     def _expire(self) -> None:
         """Close what was held too long (oldest first: `_held` is in opening order) and
