@@ -78,6 +78,14 @@ def make(listings: dict[str, list[tuple[str, Attrs]]], **kw: Any) -> tuple[
     return OpenAhead(session, cache, 256 * 1024, **kw), session, cache  # type: ignore[arg-type]
 
 
+def holding_f2_f3(**kw: Any) -> tuple[OpenAhead, RecordingSession]:
+    """/d/f0../d/f4; f0 and f1 opened in turn, so f2 and f3 are opened ahead."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2, **kw)
+    oa.opened("/d/f0")
+    oa.opened("/d/f1")
+    return oa, session
+
+
 def test_two_neighbours_open_the_next_files_in_one_write_and_read_them_later() -> None:
     # listed out of name order: the name order is what the opens follow
     oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in (3, 0, 5, 1, 4, 2, 6)]},
@@ -156,9 +164,7 @@ def test_a_file_found_big_by_its_lstat_gets_no_read() -> None:
 
 
 def test_attrs_answers_a_lookup_of_a_held_file_once_its_lstat_came() -> None:
-    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    oa, session = holding_f2_f3()
     assert oa.attrs("/d/f2") is None  # not come yet
     fresh = Attrs(mode=stat.S_IFREG | 0o644, size=123)
     session.answer("/d/f2", fresh)
@@ -183,20 +189,14 @@ def test_full_evicts_the_oldest_and_closes_it_once_its_handle_comes() -> None:
 
 
 def test_held_too_long_is_closed_not_served() -> None:
-    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2,
-                          hold_for=0.0)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    oa, session = holding_f2_f3(hold_for=0.0)
     session.answer("/d/f2")
     assert oa.take("/d/f2") is None
     assert session.closed == ["/d/f2"]
 
 
 def test_held_files_are_closed_in_time_without_another_open() -> None:
-    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2,
-                          hold_for=0.2)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    oa, session = holding_f2_f3(hold_for=0.2)
     session.answer("/d/f2")
     session.answer("/d/f3")
     deadline = time.monotonic() + 5
