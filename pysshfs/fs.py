@@ -817,6 +817,8 @@ class SSHFS(Operations):
         finally:
             if f.wrote:
                 self.cache.changed(f.path)
+            if self.open_ahead is not None:  # what comes next in a walk, off its path
+                self.open_ahead.released(f.path)
         return 0
 
     # --- observing and steering the caches (pysshfs status / refresh) --------------------

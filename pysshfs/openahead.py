@@ -5,7 +5,9 @@ open, read and close file after file, in listing order or in name order: two rou
 each (OPEN, then READ), one file at a time. Once two files of a directory were opened in
 a row (neighbours in listing or in name order), the next few small files in that order are
 opened ahead: their OPENs, each with the LSTAT of the close-to-open check behind it, go
-out together in one write from the thread of the open() that showed the pattern, and the
+out together in one write: from the open() that showed the pattern, then, as the
+program takes files opened ahead, at their release (after its close(2) has returned:
+off its critical path); the
 READ of each one's first chunk goes out (again several in one write) from a later
 open() once its handle has come. An open() of one of them then takes the handle and the
 data already on their way, and a lookup of one whose kernel entry expired meanwhile is
@@ -31,12 +33,12 @@ directories of more than MAX_DIR entries, nothing with cache=no. A held file sho
 content and attributes as of when it was opened ahead, at most `hold_for` seconds before
 the open() or lookup: well inside the cache_timeout promise.
 
-THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `attrs`) and at
-unmount (`close`); `openahead-expiry` closes what was held too long when no open() comes
-to do it (it sleeps while nothing is held). `_lock` guards `_held`, `_unread`,
-`_to_close`, `_last_open`, `_orders`, `_last_hit`, `_janitor_idle` and each Held's
-`claimed`; it is never held while sending. `attrs` reads `_held` with one dict lookup,
-atomic under the GIL.
+THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `released`,
+`attrs`) and at unmount (`close`); `openahead-expiry` closes what was held too long when
+no open() comes to do it (it sleeps while nothing is held). `_lock` guards `_held`,
+`_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_recent`,
+`_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while sending.
+`attrs` reads `_held` with one dict lookup, atomic under the GIL.
 """
 
 from __future__ import annotations
@@ -94,6 +96,9 @@ class OpenAhead:
         self._orders: OrderedDict[str, tuple[tuple[float, int], tuple[_Order, _Order]]] = \
             OrderedDict()
         self._last_hit: tuple[str, bool] | None = None  # (path, walk) last taken
+        self._due: dict[str, bool] = {}  # opened ahead -> walk: top up at its release
+        self._recent: dict[str, None] = {}  # the last files opened, oldest first
+        self._starting: set[str] = set()  # in a top-up being sent
         self._closed = False
         self._wake = threading.Condition(self._lock)  # something is held: expire it
         self._janitor: threading.Thread | None = None
@@ -106,6 +111,7 @@ class OpenAhead:
             held = self._held.pop(path, None)
             if held is None:
                 return None
+            self._opened_now(path)  # (before opened(): a top-up meanwhile skips it)
             mine = not held.claimed
             held.claimed = True
             self._last_hit = (path, held.walk)  # a guess that came true: go on from there
@@ -138,7 +144,7 @@ class OpenAhead:
     def opened(self, path: str) -> None:
         """A file was opened for reading: send the first READs of the held files whose
         handles came; when it follows the last one opened in its directory (or was itself
-        opened ahead), top up the files held ahead of it."""
+        opened ahead), the files held ahead of it are topped up once it is released."""
         self._expire()
         self._send_reads()
         if path == "/":
@@ -150,25 +156,52 @@ class OpenAhead:
             while len(self._last_open) > 256:
                 self._last_open.popitem(last=False)
             hit, self._last_hit = self._last_hit, None
+            self._opened_now(path)
+            ahead_of_it = hit is not None and hit[0] == path
+            if ahead_of_it:
+                assert hit is not None
+                self._due[path] = hit[1]
+                if len(self._due) > 1024:  # opened and never released: forget the oldest
+                    del self._due[next(iter(self._due))]
+        if previous is not None and not ahead_of_it:
+            self._top_up(path, previous, False)  # now: the program is about to ask
+
+    def _opened_now(self, path: str) -> None:
+        """The program has opened `path`: no top-up opens it again (lock held)."""
+        self._recent.pop(path, None)
+        self._recent[path] = None
+        if len(self._recent) > 256:
+            del self._recent[next(iter(self._recent))]
+
+    def released(self, path: str) -> None:
+        """A file opened ahead was closed: top up the files held after it. Done here, not
+        in its open(): the program has its data by now and does not wait for this (the
+        kernel sends RELEASE after close(2) has returned)."""
+        with self._lock:
+            walk = self._due.pop(path, None)
+        if walk is not None:
+            self._top_up(path, None, walk)
+
+    def _top_up(self, path: str, previous: str | None, walk: bool) -> None:
+        """Open ahead what comes after `path`: in the order `previous` and `path` show
+        (None: `walk` says which)."""
         if self._closed:
             return
+        parent, name = parent_of(path), path.rsplit("/", 1)[1]
         orders = self._orders_of(parent)
         if orders is None:
             return
-        if hit is not None and hit[0] == path:
-            walk = hit[1]
-        elif previous is not None:
+        if previous is not None:
             matched = [i for i, o in enumerate(orders) if _follows(o, previous, name)]
             if not matched:
                 return
             walk = 1 in matched  # name order, when both fit: it walks the subdirectories
-        else:
-            return
         window = self._next_files(parent, name, orders[1 if walk else 0], walk)
+        with self._lock:  # the program may have opened the next ones meanwhile
+            window = [p for p in window if p not in self._recent]
+            missing = [p for p in window if p not in self._held]
         if not window:
             return
-        with self._lock:
-            missing = [p for p in window if p not in self._held]
         # top up several at a time (one write), or at once when the next one is missing
         if not missing or (len(missing) < self.ahead // 2 and missing[0] != window[0]):
             return
@@ -255,8 +288,10 @@ class OpenAhead:
     def _start(self, paths: list[str], walk: bool) -> None:
         evicted: list[PendingOpen] = []
         with self._lock:
-            paths = [] if self._closed else \
-                [p for p in paths if p not in self._held][:self.max_held]
+            paths = [] if self._closed else [
+                p for p in paths if p not in self._held and p not in self._starting
+            ][:self.max_held]
+            self._starting.update(paths)  # a top-up in another thread leaves them out
             # full: the oldest go (a walk that left their directory for a subdirectory
             # may come back to them, but the newest guess is the likeliest)
             while len(self._held) + len(paths) > self.max_held:
@@ -268,13 +303,26 @@ class OpenAhead:
         if not paths:
             return
         now = time.monotonic()
-        sent = self.session.open_ahead([self.session.remote_path(p) for p in paths],
-                                       SSH_FXF_READ)
         leftover: list[PendingOpen] = []
+        # held before the write goes out: an open() meanwhile takes them and waits
+        try:
+            with self.session.batched():
+                sent = self.session.open_ahead(
+                    [self.session.remote_path(p) for p in paths], SSH_FXF_READ)
+                self._hold(paths, sent, now, walk, leftover)
+        finally:
+            with self._lock:
+                self._starting.difference_update(paths)
+        for pending in leftover:
+            self._close_pending(pending)
+
+    def _hold(self, paths: list[str], sent: list[PendingOpen], now: float, walk: bool,
+              leftover: list[PendingOpen]) -> None:
         with self._lock:
+            self._starting.difference_update(paths)  # now in _held (or not wanted)
             for path, pending in zip(paths, sent, strict=False):
-                if self._closed or path in self._held:  # another thread was quicker
-                    leftover.append(pending)
+                if self._closed or path in self._held or path in self._recent:
+                    leftover.append(pending)  # another thread, or the program, was quicker
                     continue
                 held = Held(now, self.cache.epoch(parent_of(path)), pending, walk)
                 self._held[path] = held
@@ -285,8 +333,6 @@ class OpenAhead:
                 self._janitor = threading.Thread(target=self._expire_idle, daemon=True,
                                                  name="openahead-expiry")
                 self._janitor.start()
-        for pending in leftover:
-            self._close_pending(pending)
 
     def _send_reads(self) -> None:
         """The first READ of every held file whose handle has come, in one write."""

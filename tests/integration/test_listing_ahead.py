@@ -182,7 +182,7 @@ def test_files_read_in_git_index_order_are_opened_ahead_across_directories(
     ahead = [name for name in files[2:]
              if 0 <= text.find(f"OPEN {root}/{name} ") < text.find(f"open('/{name}'")]
     assert "d/b/x0" in ahead and "d/c1" in ahead, text[-3000:]
-    assert log.since_mark()["OPEN"] == len(files), log.since_mark()
+    assert log.since_mark()["OPEN"] == len(files), m.stderr_text()[log.start:]
     assert wait_for(lambda: log.since_mark()["CLOSE"] >= log.since_mark()["OPEN"], 15)
 
 

@@ -78,11 +78,17 @@ def make(listings: dict[str, list[tuple[str, Attrs]]], **kw: Any) -> tuple[
     return OpenAhead(session, cache, 256 * 1024, **kw), session, cache  # type: ignore[arg-type]
 
 
+def visit(oa: OpenAhead, path: str) -> None:
+    """A program opens, reads and closes `path`."""
+    oa.opened(path)
+    oa.released(path)
+
+
 def holding_f2_f3(**kw: Any) -> tuple[OpenAhead, RecordingSession]:
     """/d/f0../d/f4; f0 and f1 opened in turn, so f2 and f3 are opened ahead."""
     oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2, **kw)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
     return oa, session
 
 
@@ -90,14 +96,14 @@ def test_two_neighbours_open_the_next_files_in_one_write_and_read_them_later() -
     # listed out of name order: the name order is what the opens follow
     oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in (3, 0, 5, 1, 4, 2, 6)]},
                           ahead=3)
-    oa.opened("/d/f0")
+    visit(oa, "/d/f0")
     assert session.open_batches == []  # one open shows no order yet
-    oa.opened("/d/f1")
+    visit(oa, "/d/f1")
     assert session.open_batches == [["/d/f2", "/d/f3", "/d/f4"]]
     assert session.reads == []  # no handle yet: nothing to read on
     session.answer("/d/f2")
     session.answer("/d/f3")
-    oa.opened("/d/f1")  # any later open sends the READs of the handles that came
+    visit(oa, "/d/f1")  # any later open sends the READs of the handles that came
     assert session.reads == [("/d/f2", True), ("/d/f3", True)]
     taken = oa.take("/d/f2")
     assert taken is not None
@@ -106,15 +112,33 @@ def test_two_neighbours_open_the_next_files_in_one_write_and_read_them_later() -
     assert chunk is not None and chunk.result() == b"x" * 100
 
 
+def test_once_ahead_the_top_up_waits_for_the_release() -> None:
+    """The first files ahead are opened in the open() that shows the order (the program
+    is about to ask); once it takes files opened ahead, the next are opened at their
+    release, not in the open() it waits for."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(10)]}, ahead=4)
+    visit(oa, "/d/f0")
+    oa.opened("/d/f1")
+    assert session.open_batches == [["/d/f2", "/d/f3", "/d/f4", "/d/f5"]]
+    for name in ("/d/f2", "/d/f3"):
+        session.answer(name)
+        assert oa.take(name) is not None
+        oa.opened(name)
+    assert len(session.open_batches) == 1
+    oa.released("/d/f2")
+    oa.released("/d/f3")
+    assert session.open_batches[1:] == [["/d/f6", "/d/f7"]]
+
+
 def test_take_reads_a_file_whose_read_was_not_sent_yet() -> None:
     oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(6)]}, ahead=2)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
     session.answer("/d/f2")
     taken = oa.take("/d/f2")
     assert taken is not None and taken[1] is not None
     assert session.reads == [("/d/f2", False)]
-    oa.opened("/d/f2")
+    visit(oa, "/d/f2")
     assert session.reads == [("/d/f2", False)], "its READ was sent twice"
 
 
@@ -123,8 +147,8 @@ def test_name_order_walks_into_subdirectories_and_back_up() -> None:
         "/d": [("a1", FILE), ("a2", FILE), ("b", DIR), ("c", FILE)],
         "/d/b": [("y", FILE), ("x", FILE)],
     }, ahead=4)
-    oa.opened("/d/a1")
-    oa.opened("/d/a2")
+    visit(oa, "/d/a1")
+    visit(oa, "/d/a2")
     assert session.open_batches == [["/d/b/x", "/d/b/y", "/d/c"]]
 
 
@@ -134,8 +158,8 @@ def test_listing_order_stops_at_a_subdirectory() -> None:
         "/d": [("c", FILE), ("a", FILE), ("m", FILE), ("sub", DIR), ("b", FILE)],
         "/d/sub": [("x", FILE)],
     }, ahead=4)
-    oa.opened("/d/c")
-    oa.opened("/d/a")  # neighbours in listing order only
+    visit(oa, "/d/c")
+    visit(oa, "/d/a")  # neighbours in listing order only
     assert session.open_batches == [["/d/m"]]
 
 
@@ -144,8 +168,8 @@ def test_known_big_files_and_non_files_are_not_opened() -> None:
     link = Attrs(mode=stat.S_IFLNK | 0o777, size=5)
     oa, session, _ = make({"/d": [("f0", FILE), ("f1", FILE), ("f2", big), ("f3", link),
                                   ("f4", FILE)]}, ahead=4)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
     assert session.open_batches == [["/d/f4"]]
 
 
@@ -153,11 +177,11 @@ def test_a_file_found_big_by_its_lstat_gets_no_read() -> None:
     oa, session, cache = make({"/d": [(f"f{i}", FILE) for i in range(4)]}, ahead=2)
     cache.clear()  # sizes unknown: only the listing's order is kept below
     cache.learned_listing("/d", [(f"f{i}", FILE) for i in range(4)])
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
     session.answer("/d/f2", Attrs(mode=stat.S_IFREG | 0o644, size=10 << 20))
     session.answer("/d/f3", Attrs(mode=stat.S_IFREG | 0o644, size=0))
-    oa.opened("/d/f1")
+    visit(oa, "/d/f1")
     assert session.reads == []
     taken = oa.take("/d/f2")
     assert taken is not None and taken[1] is None  # the handle alone
@@ -175,15 +199,15 @@ def test_attrs_answers_a_lookup_of_a_held_file_once_its_lstat_came() -> None:
 def test_full_evicts_the_oldest_and_closes_it_once_its_handle_comes() -> None:
     oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(10)]}, ahead=2,
                           max_held=2)
-    oa.opened("/d/f0")
-    oa.opened("/d/f1")  # holds f2, f3
-    oa.opened("/d/f6")  # too far from f1: no order shown
-    oa.opened("/d/f7")  # holds f8, f9: f2, f3 go
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")  # holds f2, f3
+    visit(oa, "/d/f6")  # too far from f1: no order shown
+    visit(oa, "/d/f7")  # holds f8, f9: f2, f3 go
     assert session.open_batches == [["/d/f2", "/d/f3"], ["/d/f8", "/d/f9"]]
     assert session.closed == []  # their handles have not come: closed later
     session.answer("/d/f2")
     session.answer("/d/f3")
-    oa.opened("/d/f7")
+    visit(oa, "/d/f7")
     assert sorted(session.closed) == ["/d/f2", "/d/f3"]
     assert oa.take("/d/f2") is None
 
