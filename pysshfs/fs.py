@@ -8,7 +8,7 @@ bookkeeping, not requests to guess errnos.
 
 THREADS AND LOCKS. Every FUSE method runs on a libfuse worker thread, many at once; `init`
 and `destroy` run once. Background threads call back in: the prefetch workers
-(`_prefetch_listing`), the openahead workers, and the control server's request threads
+(`_prefetch_listing`) and the control server's request threads
 (status, refresh). `_files_lock` guards `_files` (fh -> OpenFile) for insertions, removals
 and iteration; single lookups rely on dict operations being atomic under the GIL.
 Per-file I/O state belongs to `OpenFile` (its own lock, see fileio.py), cached metadata to

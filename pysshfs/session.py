@@ -21,7 +21,7 @@ that breaks every session is not logged into more than a few times a minute, whi
 link cut under load (real work done each time) is reconnected at once.
 
 THREADS AND LOCKS. Session methods are called from libfuse worker threads (through fs.py),
-from the prefetch and openahead workers, from fileio's readahead refill thread
+from the prefetch workers, openahead's expiry thread (close_handle), fileio's refill thread
 (read_async) and from the reconnect thread. `_cond` guards the connection state
 (`_state`, `generation`, `sftp`, `_connected_at`, `_delay`, `_reconnector`, `_down_since`,
 `_gave_up_at`, `_refused`); callers wait on it in `_client()` for at most io_timeout while

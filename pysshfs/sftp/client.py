@@ -19,7 +19,8 @@ nobody sends them again into the same garbage.
 
 THREADS.
   * Senders: any thread calling a request method (libfuse workers through the session,
-    the session's reconnect thread, prefetch/openahead workers, fileio's refill thread).
+    the session's reconnect thread, prefetch workers, openahead's expiry thread (CLOSE),
+    fileio's refill thread).
     `_send` registers the request under `_lock`, then writes the packet under
     `_send_lock`; `sendall` may block there for as long as the SSH window is full (see
     ssh/pushchannel.py), and every other sender queues behind it on `_send_lock`.
