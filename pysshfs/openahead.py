@@ -339,7 +339,8 @@ class OpenAhead:
         ready: list[Held] = []
         with self._lock:
             unread = self._unread
-            while unread and (unread[0].claimed or unread[0].pending.handle.done()):
+            # the LSTAT's reply comes after the OPEN's: both are in once it is
+            while unread and (unread[0].claimed or unread[0].pending.attrs.done()):
                 held = unread.popleft()
                 if not held.claimed:
                     held.claimed = True
