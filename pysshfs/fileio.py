@@ -16,7 +16,8 @@ THREADS. An `OpenFile` is used from:
     the stream break);
   * `_REFILL` ("readahead_0"): one thread for all files that sends more readahead as
     replies free room under the link's cap (callbacks must not send, see below);
-  * openahead workers only send a first READ whose future `adopt_first_chunk` takes.
+  * openahead (from FUSE threads) only sends a first READ whose future
+    `adopt_first_chunk` takes.
 
 LOCKS.
   * `OpenFile._lock` guards every mutable field of the handle: the readahead state

@@ -8,7 +8,7 @@ bookkeeping, not requests to guess errnos.
 
 THREADS AND LOCKS. Every FUSE method runs on a libfuse worker thread, many at once; `init`
 and `destroy` run once. Background threads call back in: the prefetch workers
-(`_prefetch_listing`), the openahead workers, and the control server's request threads
+(`_prefetch_listing`) and the control server's request threads
 (status, refresh). `_files_lock` guards `_files` (fh -> OpenFile) for insertions, removals
 and iteration; single lookups rely on dict operations being atomic under the GIL.
 Per-file I/O state belongs to `OpenFile` (its own lock, see fileio.py), cached metadata to
@@ -242,6 +242,10 @@ class SSHFS(Operations):
             return cached
         if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
+        if self.open_ahead is not None:
+            ahead = self.open_ahead.attrs(path)  # read with its OPEN, just now
+            if ahead is not None:
+                return ahead
         if self.prefetch is not None and path != "/":
             known = self._lookup_from_listing(path)
             if known is not None:
@@ -818,6 +822,8 @@ class SSHFS(Operations):
         finally:
             if f.wrote:
                 self.cache.changed(f.path)
+            if self.open_ahead is not None:  # what comes next in a walk, off its path
+                self.open_ahead.released(f.path)
         return 0
 
     # --- observing and steering the caches (pysshfs status / refresh) --------------------

@@ -4,16 +4,41 @@
 open, read and close file after file, in listing order or in name order: two round trips
 each (OPEN, then READ), one file at a time. Once two files of a directory were opened in
 a row (neighbours in listing or in name order), the next few small files in that order are
-opened and their first chunk asked for in the background; an open() of one of them then takes
-the handle and the data already on their way.
+opened ahead: their OPENs, each with the LSTAT of the close-to-open check behind it, go
+out together in one write: from the open() that showed the pattern, then, as the
+program takes files opened ahead, at their release (after its close(2) has returned:
+off its critical path); the
+READ of each one's first chunk goes out (again several in one write) from a later
+open() once its handle has come. An open() of one of them then takes the handle and the
+data already on their way, and a lookup of one whose kernel entry expired meanwhile is
+answered by the attributes read with its OPEN.
 
-Bounded and short-lived: files up to `max_size` bytes (their size known from the cached
-listing), `ahead` per trigger, `max_held` at once, each held for at most `hold_for`
-seconds (then closed unwaited), dropped when its directory changed through the mount
-(cache epochs); nothing without a fresh listing or in directories of more than MAX_DIR
-entries, nothing with cache=no. A held file shows
-its content as of when it was opened ahead, at most `hold_for` seconds before the open():
-well inside the cache_timeout promise.
+No thread sends, nothing waits: replies are looked at (`done()`) by the FUSE threads
+that call in, never handled in the reply thread (which must not send). The window is
+topped up by several files at a time (at least `ahead // 2` missing), so OPENs share
+writes.
+
+Which files: after two neighbours in listing order, the next regular files in that
+order up to the next subdirectory (a walker goes down there first); after two in name
+order, the next ones of a depth-first walk in name order (git's index order), down into
+subdirectories and back up, as far as their listings are cached. An open() of a file
+opened ahead carries on from there.
+
+Bounded and short-lived: regular files (by the cached listing) up to `max_size` bytes
+(their size from the attribute cache, or else from the LSTAT behind their OPEN: no READ
+for a bigger one), `ahead` per top-up, `max_held` at once (the oldest closed to make
+room), each held for at most `hold_for` seconds (then closed unwaited), dropped when its
+directory changed through the mount (cache epochs); nothing without a fresh listing or in
+directories of more than MAX_DIR entries, nothing with cache=no. A held file shows its
+content and attributes as of when it was opened ahead, at most `hold_for` seconds before
+the open() or lookup: well inside the cache_timeout promise.
+
+THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `released`,
+`attrs`) and at unmount (`close`); `openahead-expiry` closes what was held too long when
+no open() comes to do it (it sleeps while nothing is held). `_lock` guards `_held`,
+`_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_recent`,
+`_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while sending.
+`attrs` reads `_held` with one dict lookup, atomic under the GIL.
 """
 
 from __future__ import annotations
@@ -22,40 +47,40 @@ import logging
 import stat
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict, deque
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.remote import RemoteFS
-from pysshfs.sftp.codec import SSH_FXF_READ
+from pysshfs.remote import PendingOpen, RemoteFile, RemoteFS
+from pysshfs.sftp.codec import SSH_FXF_READ, Attrs
 
 log = logging.getLogger(__name__)
 
-# A directory's names in some order, and each name's position in it.
-_Order = tuple[list[str], dict[str, int]]
+# A directory's entries (name, kind) in some order, and each name's position in it.
+_Order = tuple[list[tuple[str, int]], dict[str, int]]
+_FILE, _DIR, _OTHER = 0, 1, 2  # kinds of entries
 MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cost per open)
 
 
 @dataclass
 class Held:
-    """A file opened ahead: its handle and the READ of its first chunk (Futures)."""
+    """A file opened ahead: its OPEN (and LSTAT) on the wire, then its first READ."""
 
     opened_at: float
     epoch: tuple[int, int]
-    handle: Future  # Future[RemoteFile]
+    pending: PendingOpen
+    walk: bool  # guessed by name order across directories (see _next_files)
     first_chunk: Future | None = None
+    claimed: bool = False  # its first READ is being (or was) sent: by one thread only
 
 
 class OpenAhead:
     """Files opened ahead, by FUSE path."""
 
     def __init__(self, session: RemoteFS, cache: MetadataCache, chunk: int, *,
-                 ahead: int = 8, max_held: int = 64, max_size: int = 256 * 1024,
-                 hold_for: float = 2.0, workers: int = 8,
-                 is_open: Callable[[str], bool] | None = None) -> None:
+                 ahead: int = 8, max_held: int = 128, max_size: int = 256 * 1024,
+                 hold_for: float = 2.0) -> None:
         self.session = session
         self.cache = cache
         self.chunk = chunk
@@ -63,35 +88,65 @@ class OpenAhead:
         self.max_held = max_held
         self.max_size = max_size
         self.hold_for = hold_for
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="openahead")
         self._lock = threading.Lock()
-        self._held: OrderedDict[str, Held] = OrderedDict()  # GUARDED_BY(_lock)
+        self._held: OrderedDict[str, Held] = OrderedDict()  # oldest first
+        self._unread: deque[Held] = deque()  # held, first READ not sent yet, oldest first
+        self._to_close: list[PendingOpen] = []  # expired before their handle came
         self._last_open: OrderedDict[str, str] = OrderedDict()  # directory -> last name
         self._orders: OrderedDict[str, tuple[tuple[float, int], tuple[_Order, _Order]]] = \
             OrderedDict()
+        self._last_hit: tuple[str, bool] | None = None  # (path, walk) last taken
+        self._due: dict[str, bool] = {}  # opened ahead -> walk: top up at its release
+        self._recent: dict[str, None] = {}  # the last files opened, oldest first
+        self._starting: set[str] = set()  # in a top-up being sent
         self._closed = False
+        self._wake = threading.Condition(self._lock)  # something is held: expire it
+        self._janitor: threading.Thread | None = None
+        self._janitor_idle = False  # it waits for something to be held (else: a timeout)
 
     # --- what fs asks ---------------------------------------------------------------------
-    def take(self, path: str) -> tuple[Any, Future | None] | None:
+    def take(self, path: str) -> tuple[RemoteFile, Future | None] | None:
         """(RemoteFile, first-chunk Future) opened ahead for `path`, or None."""
         with self._lock:
             held = self._held.pop(path, None)
-        if held is None:
-            return None
+            if held is None:
+                return None
+            self._opened_now(path)  # (before opened(): a top-up meanwhile skips it)
+            mine = not held.claimed
+            held.claimed = True
+            self._last_hit = (path, held.walk)  # a guess that came true: go on from there
         fresh = time.monotonic() - held.opened_at <= self.hold_for and \
             held.epoch == self.cache.epoch(parent_of(path))
         try:
-            rf = held.handle.result(timeout=getattr(self.session, "io_timeout", 60.0) or None)
+            rf = held.pending.file(timeout=self.session.io_timeout or None)
         except Exception:  # noqa: BLE001 - opening ahead failed: open as usual
             return None
         if not fresh:
             self._close(rf)
             return None
+        if mine and self._small(rf):
+            # its READ was not sent yet: now, so it races the kernel's first read
+            held.first_chunk = self._read_first(rf)
         return rf, held.first_chunk
 
+    def attrs(self, path: str) -> Attrs | None:
+        """The attributes read with the OPEN of `path` if it is held, they have come and
+        they are fresh (a lookup whose kernel entry expired since the listing)."""
+        held = self._held.get(path)
+        if held is None or not held.pending.attrs.done() \
+                or held.pending.attrs.exception() is not None \
+                or time.monotonic() - held.opened_at > self.hold_for \
+                or held.epoch != self.cache.epoch(parent_of(path)):
+            return None
+        attrs: Attrs = held.pending.attrs.result()
+        return attrs
+
     def opened(self, path: str) -> None:
-        """A file was opened for reading: when its neighbour was the last one opened in
-        its directory, open the next ones ahead."""
+        """A file was opened for reading: send the first READs of the held files whose
+        handles came; when it follows the last one opened in its directory (or was itself
+        opened ahead), the files held ahead of it are topped up once it is released."""
+        self._expire()
+        self._send_reads()
         if path == "/":
             return
         parent, name = parent_of(path), path.rsplit("/", 1)[1]
@@ -100,30 +155,103 @@ class OpenAhead:
             self._last_open[parent] = name
             while len(self._last_open) > 256:
                 self._last_open.popitem(last=False)
-        self._expire()
-        if previous is None or self._closed:
+            hit, self._last_hit = self._last_hit, None
+            self._opened_now(path)
+            ahead_of_it = hit is not None and hit[0] == path
+            if ahead_of_it:
+                assert hit is not None
+                self._due[path] = hit[1]
+                if len(self._due) > 1024:  # opened and never released: forget the oldest
+                    del self._due[next(iter(self._due))]
+        if previous is not None and not ahead_of_it:
+            self._top_up(path, previous, False)  # now: the program is about to ask
+
+    def _opened_now(self, path: str) -> None:
+        """The program has opened `path`: no top-up opens it again (lock held)."""
+        self._recent.pop(path, None)
+        self._recent[path] = None
+        if len(self._recent) > 256:
+            del self._recent[next(iter(self._recent))]
+
+    def released(self, path: str) -> None:
+        """A file opened ahead was closed: top up the files held after it. Done here, not
+        in its open(): the program has its data by now and does not wait for this (the
+        kernel sends RELEASE after close(2) has returned)."""
+        with self._lock:
+            walk = self._due.pop(path, None)
+        if walk is not None:
+            self._top_up(path, None, walk)
+
+    def _top_up(self, path: str, previous: str | None, walk: bool) -> None:
+        """Open ahead what comes after `path`: in the order `previous` and `path` show
+        (None: `walk` says which)."""
+        if self._closed:
             return
+        parent, name = parent_of(path), path.rsplit("/", 1)[1]
         orders = self._orders_of(parent)
         if orders is None:
             return
-        order = next((o for o in orders if _follows(o, previous, name)), None)
-        if order is None:
+        if previous is not None:
+            matched = [i for i, o in enumerate(orders) if _follows(o, previous, name)]
+            if not matched:
+                return
+            walk = 1 in matched  # name order, when both fit: it walks the subdirectories
+        window = self._next_files(parent, name, orders[1 if walk else 0], walk)
+        with self._lock:  # the program may have opened the next ones meanwhile
+            window = [p for p in window if p not in self._recent]
+            missing = [p for p in window if p not in self._held]
+        if not window:
             return
-        base = "" if parent == "/" else parent
-        at = order[1][name]
-        wanted = order[0][at + 1:at + 1 + self.ahead]
-        epoch = self.cache.epoch(parent)
-        for candidate in wanted:
-            child = f"{base}/{candidate}"
+        # top up several at a time (one write), or at once when the next one is missing
+        if not missing or (len(missing) < self.ahead // 2 and missing[0] != window[0]):
+            return
+        # those the cache still knows as too big are left out, the others' sizes come
+        # with their OPENs (see _send_reads)
+        wanted = []
+        for child in missing:
             attrs = self.cache.attrs(child)
-            if attrs is None or attrs.mode is None or not stat.S_ISREG(attrs.mode) \
-                    or (attrs.size or 0) > self.max_size:
+            if attrs is None or ((attrs.mode is None or stat.S_ISREG(attrs.mode))
+                                 and (attrs.size or 0) <= self.max_size):
+                wanted.append(child)
+        if wanted:
+            self._start(wanted, walk)
+
+    def _next_files(self, parent: str, name: str, order: _Order, walk: bool) -> list[str]:
+        """The `ahead` regular files that come after parent/name in `order`. In listing
+        order up to the next subdirectory (a walker goes down there first). In name order
+        (`walk`) as a depth-first walk in name order goes, git's index order: down into
+        subdirectories and, past a directory's end, back up into its parent when files
+        were opened there, as far as the listings are cached."""
+        found: list[str] = []
+        where, entries, i = parent, order[0], order[1][name] + 1
+        for _ in range(8 * self.ahead):  # bounded: empty directories, symlinks
+            if len(found) >= self.ahead:
+                break
+            base = "" if where == "/" else where
+            if i >= len(entries):
+                up = parent_of(where)
+                if not walk or where == "/" or up not in self._last_open:
+                    break
+                above = self._orders_of(up)
+                at = None if above is None else above[1][1].get(where.rsplit("/", 1)[1])
+                if above is None or at is None:
+                    break
+                where, entries, i = up, above[1][0], at + 1
                 continue
-            self._start(child, epoch)
+            child, kind = entries[i]
+            i += 1
+            if kind == _FILE:
+                found.append(f"{base}/{child}")
+            elif kind == _DIR:
+                below = self._orders_of(f"{base}/{child}") if walk else None
+                if below is None:
+                    break
+                where, entries, i = f"{base}/{child}", below[1][0], 0
+        return found
 
     def _orders_of(self, parent: str) -> tuple[_Order, _Order] | None:
-        """The directory's names in listing order and in name order, each with positions:
-        worked out once per listing (not per open)."""
+        """The directory's entries (name, kind) in listing order and in name order, each
+        with positions: worked out once per listing (not per open)."""
         stamp = self.cache.listing_stamp(parent)
         if stamp is None or not 0 < stamp[1] <= MAX_DIR:
             return None
@@ -134,67 +262,160 @@ class OpenAhead:
         names = self.cache.listing(parent)
         if names is None:
             return None
-        listed = [n for n, _ in names]
+        listed = [(n, _FILE if stat.S_ISREG(mode) else _DIR if stat.S_ISDIR(mode) else _OTHER)
+                  for n, mode in names]
         by_name = sorted(listed)
-        orders = ((listed, {n: i for i, n in enumerate(listed)}),
-                  (by_name, {n: i for i, n in enumerate(by_name)}))
+        orders = ((listed, {n: i for i, (n, _) in enumerate(listed)}),
+                  (by_name, {n: i for i, (n, _) in enumerate(by_name)}))
         with self._lock:
             self._orders[parent] = (stamp, orders)
-            while len(self._orders) > 64:
+            while len(self._orders) > 256:
                 self._orders.popitem(last=False)
         return orders
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            held = list(self._held.values())
+            self._wake.notify()
+            held = [h.pending for h in self._held.values()] + self._to_close
             self._held.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        for h in held:
-            h.handle.add_done_callback(self._close_when_opened)
+            self._unread.clear()
+            self._to_close = []
+        for pending in held:
+            self._close_pending(pending)
 
     # --- the work -------------------------------------------------------------------------
-    def _start(self, path: str, epoch: tuple[int, int]) -> None:
+    def _start(self, paths: list[str], walk: bool) -> None:
+        evicted: list[PendingOpen] = []
         with self._lock:
-            if self._closed or path in self._held or len(self._held) >= self.max_held:
-                return
-            held = Held(time.monotonic(), epoch, Future())
-            self._held[path] = held
-        try:
-            self._pool.submit(self._open, path, held)
-        except RuntimeError:  # shut down meanwhile
-            with self._lock:
-                self._held.pop(path, None)
-
-    def _open(self, path: str, held: Held) -> None:
-        try:
-            # its attributes in the same round trip: the close-to-open check at take()
-            rf = self.session.open(self.session.remote_path(path), SSH_FXF_READ, read_back=True)
-        except BaseException as exc:  # noqa: BLE001 - told to whoever takes it
-            held.handle.set_exception(exc)
-            with self._lock:
-                if self._held.get(path) is held:
-                    del self._held[path]
+            paths = [] if self._closed else [
+                p for p in paths if p not in self._held and p not in self._starting
+            ][:self.max_held]
+            self._starting.update(paths)  # a top-up in another thread leaves them out
+            # full: the oldest go (a walk that left their directory for a subdirectory
+            # may come back to them, but the newest guess is the likeliest)
+            while len(self._held) + len(paths) > self.max_held:
+                _, oldest = self._held.popitem(last=False)
+                oldest.claimed = True
+                evicted.append(oldest.pending)
+        for pending in evicted:
+            self._close_pending(pending)
+        if not paths:
             return
+        now = time.monotonic()
+        leftover: list[PendingOpen] = []
+        # held before the write goes out: an open() meanwhile takes them and waits
         try:
-            held.first_chunk = self.session.read_async(rf, 0, self.chunk)
+            with self.session.batched():
+                sent = self.session.open_ahead(
+                    [self.session.remote_path(p) for p in paths], SSH_FXF_READ)
+                self._hold(paths, sent, now, walk, leftover)
+        finally:
+            with self._lock:
+                self._starting.difference_update(paths)
+        for pending in leftover:
+            self._close_pending(pending)
+
+    def _hold(self, paths: list[str], sent: list[PendingOpen], now: float, walk: bool,
+              leftover: list[PendingOpen]) -> None:
+        with self._lock:
+            self._starting.difference_update(paths)  # now in _held (or not wanted)
+            for path, pending in zip(paths, sent, strict=False):
+                if self._closed or path in self._held or path in self._recent:
+                    leftover.append(pending)  # another thread, or the program, was quicker
+                    continue
+                held = Held(now, self.cache.epoch(parent_of(path)), pending, walk)
+                self._held[path] = held
+                self._unread.append(held)
+            if self._janitor_idle:
+                self._wake.notify()
+            if self._janitor is None and not self._closed:
+                self._janitor = threading.Thread(target=self._expire_idle, daemon=True,
+                                                 name="openahead-expiry")
+                self._janitor.start()
+
+    def _send_reads(self) -> None:
+        """The first READ of every held file whose handle has come, in one write."""
+        ready: list[Held] = []
+        with self._lock:
+            unread = self._unread
+            # the LSTAT's reply comes after the OPEN's: both are in once it is
+            while unread and (unread[0].claimed or unread[0].pending.attrs.done()):
+                held = unread.popleft()
+                if not held.claimed:
+                    held.claimed = True
+                    ready.append(held)
+        if not ready:
+            return
+        with self.session.batched():
+            for held in ready:
+                try:
+                    rf = held.pending.file()
+                except Exception:  # noqa: BLE001 - take() opens it as usual
+                    continue
+                if self._small(rf):  # else the handle alone is held
+                    held.first_chunk = self._read_first(rf)
+
+    def _small(self, rf: RemoteFile) -> bool:
+        """A regular file with something to read, up to max_size, by the attributes read
+        with its OPEN: worth its first READ."""
+        known = rf.attrs_at_open
+        return known is None or ((known.mode is None or stat.S_ISREG(known.mode))
+                                 and 0 < (known.size or 0) <= self.max_size)
+
+    def _read_first(self, rf: RemoteFile) -> Future | None:
+        try:
+            return self.session.read_async(rf, 0, self.chunk)
         except OSError as exc:
-            log.debug("reading %s ahead: %s", path, exc)
-        held.handle.set_result(rf)
+            log.debug("reading %r ahead: %s", rf.path, exc)
+            return None
+
+    def _expire_idle(self) -> None:
+        """What is held is closed in time even when no open() comes to do it: wakes
+        once per `hold_for` while something is held, never otherwise."""
+        while True:
+            with self._lock:
+                while not self._closed and not self._held and not self._to_close:
+                    self._janitor_idle = True
+                    self._wake.wait()
+                    self._janitor_idle = False
+                if self._closed:
+                    return
+                self._wake.wait(max(0.1, self.hold_for))
+            self._expire()
 
     def _expire(self) -> None:
+        """Close what was held too long (oldest first: `_held` is in opening order) and
+        what expired before its handle came, once it has."""
         now = time.monotonic()
+        gone: list[PendingOpen] = []
         with self._lock:
-            old = [p for p, h in self._held.items() if now - h.opened_at > self.hold_for]
-            gone = [self._held.pop(p) for p in old]
-        for h in gone:
-            h.handle.add_done_callback(self._close_when_opened)
+            held = self._held
+            while held:
+                oldest = next(iter(held.values()))
+                if now - oldest.opened_at <= self.hold_for:
+                    break
+                held.popitem(last=False)
+                oldest.claimed = True  # no READ for it any more
+                gone.append(oldest.pending)
+            if self._to_close:
+                gone.extend(self._to_close)
+                self._to_close = []
+        for pending in gone:
+            self._close_pending(pending)
 
-    def _close_when_opened(self, fut: Future) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self._close(fut.result())
+    def _close_pending(self, pending: PendingOpen) -> None:
+        """Close a file opened ahead for nothing; if its handle has not come yet, at a
+        later call (the reply thread must not send)."""
+        if not pending.handle.done():
+            with self._lock:
+                if not self._closed:
+                    self._to_close.append(pending)
+            return
+        if pending.handle.exception() is None:
+            self._close(pending.file())
 
-    def _close(self, rf: Any) -> None:
+    def _close(self, rf: RemoteFile) -> None:
         try:
             self.session.close_handle(rf)
         except OSError as exc:

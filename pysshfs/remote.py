@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +32,26 @@ class RemoteFile:
     lost: bool = False
     closed: bool = False
     attrs_at_open: Attrs | None = None
+
+
+@dataclass
+class PendingOpen:
+    """A file being opened ahead of need: the replies to its OPEN (the handle) and to the
+    LSTAT sent right behind it (its attributes then: the close-to-open check)."""
+
+    path: bytes
+    pflags: int
+    generation: int  # the connection it was sent on
+    handle: Future  # Future[bytes]
+    attrs: Future  # Future[Attrs]
+
+    def file(self, timeout: float | None = None) -> RemoteFile:
+        """The open file, once its handle came (raises what the OPEN got)."""
+        handle = self.handle.result(timeout)
+        attrs = self.attrs.result(timeout) if self.attrs.exception(timeout) is None \
+            else None
+        return RemoteFile(self.path, self.pflags, handle, self.generation,
+                          attrs_at_open=attrs)
 
 
 class RemoteFS(Protocol):
@@ -75,6 +96,8 @@ class RemoteFS(Protocol):
     # --- open files ---
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
              read_back: bool = False, follow: bool = False) -> RemoteFile: ...
+    def open_ahead(self, paths: Sequence[bytes], pflags: int) -> list[PendingOpen]: ...
+    def batched(self) -> AbstractContextManager[None]: ...
     def read(self, rf: RemoteFile, offset: int, length: int) -> bytes: ...
     def write(self, rf: RemoteFile, offset: int, data: Any) -> None: ...
     def read_async(self, rf: RemoteFile, offset: int, length: int) -> Future: ...

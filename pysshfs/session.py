@@ -21,7 +21,7 @@ that breaks every session is not logged into more than a few times a minute, whi
 link cut under load (real work done each time) is reconnected at once.
 
 THREADS AND LOCKS. Session methods are called from libfuse worker threads (through fs.py),
-from the prefetch and openahead workers, from fileio's readahead refill thread
+from the prefetch workers, openahead's expiry thread (close_handle), fileio's refill thread
 (read_async) and from the reconnect thread. `_cond` guards the connection state
 (`_state`, `generation`, `sftp`, `_connected_at`, `_delay`, `_reconnector`, `_down_since`,
 `_gave_up_at`, `_refused`); callers wait on it in `_client()` for at most io_timeout while
@@ -44,14 +44,15 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pysshfs.errors import MountError
 from pysshfs.lograte import RateLimitedLog
-from pysshfs.remote import RemoteFile
+from pysshfs.remote import PendingOpen, RemoteFile
 from pysshfs.sftp.client import SFTPClient, Stream
 from pysshfs.sftp.codec import SSH_FXF_CREAT, SSH_FXF_EXCL, SSH_FXF_TRUNC, Attrs
 from pysshfs.sftp.errors import LOST
@@ -549,6 +550,35 @@ class Session:
 
         return self._retried("open", NOT_RETRIED if pflags & SSH_FXF_EXCL else AS_IS_UNTIMED,
                              send)
+
+    def open_ahead(self, paths: Sequence[bytes], pflags: int) -> list[PendingOpen]:
+        """OPEN + LSTAT of each of `paths`, all in one write, not waited for and never
+        sent again: files opened ahead of need (pysshfs.openahead), where one lost or
+        failed only means opening it the usual way. Nothing while not connected."""
+        with self._cond:
+            client, generation = self.sftp, self.generation
+            if self._state != CONNECTED or client is None or client.closed:
+                return []
+        try:
+            with client.batched():
+                return [PendingOpen(path, pflags, generation,
+                                    *client.open_and_lstat_async(path, pflags))
+                        for path in paths]
+        except OSError as exc:  # the requests sent are failed with the connection
+            if exc.errno in LOST:
+                self._mark_lost(client)
+            return []
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Requests this thread sends inside on the live connection go out in one write at
+        the end (SFTPClient.batched): never wait for a reply inside."""
+        client = self.sftp
+        if client is None:
+            yield
+            return
+        with client.batched():
+            yield
 
     def _handle(self, rf: RemoteFile, deadline: float | None) -> tuple[SFTPClient, bytes]:
         """The live handle of `rf`, reopening it by path after a reconnect."""

@@ -19,7 +19,8 @@ nobody sends them again into the same garbage.
 
 THREADS.
   * Senders: any thread calling a request method (libfuse workers through the session,
-    the session's reconnect thread, prefetch/openahead workers, fileio's refill thread).
+    the session's reconnect thread, prefetch workers, openahead's expiry thread (CLOSE),
+    fileio's refill thread).
     `_send` registers the request under `_lock`, then writes the packet under
     `_send_lock`; `sendall` may block there for as long as the SSH window is full (see
     ssh/pushchannel.py), and every other sender queues behind it on `_send_lock`.
@@ -66,7 +67,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 from pysshfs.lograte import RateLimitedLog
@@ -795,6 +796,17 @@ class SFTPClient:
             opening = self._open_async(path, pflags, attrs)
             after = self.stat_async(path) if follow else self.lstat_async(path)
         return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
+
+    def open_and_lstat_async(self, path: bytes, pflags: int) -> tuple[Future, Future]:
+        """OPEN and the LSTAT behind it, sent without waiting: (Future of the handle,
+        Future of the attributes). For files opened ahead of need, where a failure only
+        means opening the file the usual way: its errno is not refined."""
+        with self._batched():
+            return self._open_async(path, pflags, None), self.lstat_async(path)
+
+    def batched(self) -> AbstractContextManager[None]:
+        """The requests this thread sends inside go out in one write (see _batched)."""
+        return self._batched()
 
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
              timeout: float | None = None) -> bytes:

@@ -161,6 +161,31 @@ def test_files_read_in_turn_are_opened_ahead(mounter: Mounter) -> None:
     assert wait_for(lambda: log.since_mark()["CLOSE"] >= log.since_mark()["OPEN"], 15)
 
 
+def test_files_read_in_git_index_order_are_opened_ahead_across_directories(
+        mounter: Mounter) -> None:
+    """git's content check reads every file in index order (full paths sorted: a walk in
+    name order, into each subdirectory where its name sorts): files in the subdirectory
+    and after it are opened before git asks, and nothing is opened for nothing."""
+    root = mounter.new_root()
+    files = ["d/a1", "d/a2", *[f"d/b/x{i}" for i in range(5)], "d/c1", "d/c2", "d/c3"]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode() * 10)
+    m = mounter(["-d"], foreground=True, root=root)
+    log = RequestLog(m)
+    for name in files:  # git's lstat pass: the listings come with it
+        os.lstat(m.mnt / name)
+    log.mark()
+    for name in sorted(files):
+        assert (m.mnt / name).read_bytes() == name.encode() * 10
+    text = m.stderr_text()[log.start:]
+    ahead = [name for name in files[2:]
+             if 0 <= text.find(f"OPEN {root}/{name} ") < text.find(f"open('/{name}'")]
+    assert "d/b/x0" in ahead and "d/c1" in ahead, text[-3000:]
+    assert log.since_mark()["OPEN"] == len(files), m.stderr_text()[log.start:]
+    assert wait_for(lambda: log.since_mark()["CLOSE"] >= log.since_mark()["OPEN"], 15)
+
+
 def test_a_file_changed_through_the_mount_is_not_served_from_ahead(mounter: Mounter) -> None:
     root = mounter.new_root()
     for i in range(6):

@@ -177,6 +177,10 @@ def test_open_read_close_of_a_small_file(counted: tuple[Mount, RequestLog]) -> N
     assert ops["READ"] == 1, ops
     assert ops["LSTAT"] == 1, ops  # behind the OPEN: the close-to-open check
     assert sum(ops.values()) == 4, ops
+    # opened read-only, it has nothing to flush: the kernel sends no FLUSH (FOPEN_NOFLUSH)
+    assert wait_for(lambda: "release('/d/f1'" in m.stderr_text()[log.start:], 10)
+    calls = m.stderr_text()[log.start:]
+    assert "flush('/d/f1'" not in calls, calls[-2000:]
 
 
 def test_create_write_close(counted: tuple[Mount, RequestLog]) -> None:

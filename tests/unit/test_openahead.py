@@ -1,0 +1,230 @@
+"""OpenAhead's guesses and its requests, against a session that records them.
+
+The replies are Futures the tests resolve themselves, so "the handle has come" is a
+step of the test, not a race.
+"""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+from pysshfs.cache import CacheConfig, MetadataCache
+from pysshfs.openahead import OpenAhead
+from pysshfs.remote import PendingOpen, RemoteFile
+from pysshfs.sftp.codec import Attrs
+
+FILE = Attrs(mode=stat.S_IFREG | 0o644, size=100)
+DIR = Attrs(mode=stat.S_IFDIR | 0o755)
+
+
+class RecordingSession:
+    """What OpenAhead sends, as it sends it: batches of OPENs, READs, CLOSEs."""
+
+    io_timeout = 5.0
+
+    def __init__(self) -> None:
+        self.open_batches: list[list[str]] = []
+        self.pending: dict[str, PendingOpen] = {}
+        self.reads: list[tuple[str, bool]] = []  # (path, sent inside batched())
+        self.closed: list[str] = []
+        self._batching = False
+
+    def remote_path(self, path: str) -> bytes:
+        return path.encode()
+
+    def open_ahead(self, paths: list[bytes], pflags: int) -> list[PendingOpen]:
+        self.open_batches.append([p.decode() for p in paths])
+        sent = []
+        for p in paths:
+            pending = PendingOpen(p, pflags, 1, Future(), Future())
+            self.pending[p.decode()] = pending
+            sent.append(pending)
+        return sent
+
+    def answer(self, path: str, attrs: Attrs = FILE) -> None:
+        """The server's replies to the OPEN and LSTAT of `path` came."""
+        self.pending[path].handle.set_result(b"h:" + path.encode())
+        self.pending[path].attrs.set_result(attrs)
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+
+    def read_async(self, rf: RemoteFile, offset: int, length: int) -> Future:
+        self.reads.append((rf.path.decode(), self._batching))
+        fut: Future = Future()
+        fut.set_result(b"x" * 100)
+        return fut
+
+    def close_handle(self, rf: RemoteFile) -> None:
+        self.closed.append(rf.path.decode())
+
+
+def make(listings: dict[str, list[tuple[str, Attrs]]], **kw: Any) -> tuple[
+        OpenAhead, RecordingSession, MetadataCache]:
+    cache = MetadataCache(CacheConfig())
+    for path, entries in listings.items():
+        cache.learned_listing(path, entries)
+    session = RecordingSession()
+    return OpenAhead(session, cache, 256 * 1024, **kw), session, cache  # type: ignore[arg-type]
+
+
+def visit(oa: OpenAhead, path: str) -> None:
+    """A program opens, reads and closes `path`."""
+    oa.opened(path)
+    oa.released(path)
+
+
+def holding_f2_f3(**kw: Any) -> tuple[OpenAhead, RecordingSession]:
+    """/d/f0../d/f4; f0 and f1 opened in turn, so f2 and f3 are opened ahead."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2, **kw)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    return oa, session
+
+
+def test_two_neighbours_open_the_next_files_in_one_write_and_read_them_later() -> None:
+    # listed out of name order: the name order is what the opens follow
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in (3, 0, 5, 1, 4, 2, 6)]},
+                          ahead=3)
+    visit(oa, "/d/f0")
+    assert session.open_batches == []  # one open shows no order yet
+    visit(oa, "/d/f1")
+    assert session.open_batches == [["/d/f2", "/d/f3", "/d/f4"]]
+    assert session.reads == []  # no handle yet: nothing to read on
+    session.answer("/d/f2")
+    session.answer("/d/f3")
+    visit(oa, "/d/f1")  # any later open sends the READs of the handles that came
+    assert session.reads == [("/d/f2", True), ("/d/f3", True)]
+    taken = oa.take("/d/f2")
+    assert taken is not None
+    rf, chunk = taken
+    assert rf.handle == b"h:/d/f2" and rf.attrs_at_open == FILE
+    assert chunk is not None and chunk.result() == b"x" * 100
+
+
+def test_once_ahead_the_top_up_waits_for_the_release() -> None:
+    """The first files ahead are opened in the open() that shows the order (the program
+    is about to ask); once it takes files opened ahead, the next are opened at their
+    release, not in the open() it waits for."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(10)]}, ahead=4)
+    visit(oa, "/d/f0")
+    oa.opened("/d/f1")
+    assert session.open_batches == [["/d/f2", "/d/f3", "/d/f4", "/d/f5"]]
+    for name in ("/d/f2", "/d/f3"):
+        session.answer(name)
+        assert oa.take(name) is not None
+        oa.opened(name)
+    assert len(session.open_batches) == 1
+    oa.released("/d/f2")
+    oa.released("/d/f3")
+    assert session.open_batches[1:] == [["/d/f6", "/d/f7"]]
+
+
+def test_take_reads_a_file_whose_read_was_not_sent_yet() -> None:
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(6)]}, ahead=2)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    session.answer("/d/f2")
+    taken = oa.take("/d/f2")
+    assert taken is not None and taken[1] is not None
+    assert session.reads == [("/d/f2", False)]
+    visit(oa, "/d/f2")
+    assert session.reads == [("/d/f2", False)], "its READ was sent twice"
+
+
+def test_name_order_walks_into_subdirectories_and_back_up() -> None:
+    oa, session, _ = make({
+        "/d": [("a1", FILE), ("a2", FILE), ("b", DIR), ("c", FILE)],
+        "/d/b": [("y", FILE), ("x", FILE)],
+    }, ahead=4)
+    visit(oa, "/d/a1")
+    visit(oa, "/d/a2")
+    assert session.open_batches == [["/d/b/x", "/d/b/y", "/d/c"]]
+
+
+def test_listing_order_stops_at_a_subdirectory() -> None:
+    """(When both orders fit, the name order is taken: see the test above.)"""
+    oa, session, _ = make({
+        "/d": [("c", FILE), ("a", FILE), ("m", FILE), ("sub", DIR), ("b", FILE)],
+        "/d/sub": [("x", FILE)],
+    }, ahead=4)
+    visit(oa, "/d/c")
+    visit(oa, "/d/a")  # neighbours in listing order only
+    assert session.open_batches == [["/d/m"]]
+
+
+def test_known_big_files_and_non_files_are_not_opened() -> None:
+    big = Attrs(mode=stat.S_IFREG | 0o644, size=10 << 20)
+    link = Attrs(mode=stat.S_IFLNK | 0o777, size=5)
+    oa, session, _ = make({"/d": [("f0", FILE), ("f1", FILE), ("f2", big), ("f3", link),
+                                  ("f4", FILE)]}, ahead=4)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    assert session.open_batches == [["/d/f4"]]
+
+
+def test_a_file_found_big_by_its_lstat_gets_no_read() -> None:
+    oa, session, cache = make({"/d": [(f"f{i}", FILE) for i in range(4)]}, ahead=2)
+    cache.clear()  # sizes unknown: only the listing's order is kept below
+    cache.learned_listing("/d", [(f"f{i}", FILE) for i in range(4)])
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    session.answer("/d/f2", Attrs(mode=stat.S_IFREG | 0o644, size=10 << 20))
+    session.answer("/d/f3", Attrs(mode=stat.S_IFREG | 0o644, size=0))
+    visit(oa, "/d/f1")
+    assert session.reads == []
+    taken = oa.take("/d/f2")
+    assert taken is not None and taken[1] is None  # the handle alone
+
+
+def test_attrs_answers_a_lookup_of_a_held_file_once_its_lstat_came() -> None:
+    oa, session = holding_f2_f3()
+    assert oa.attrs("/d/f2") is None  # not come yet
+    fresh = Attrs(mode=stat.S_IFREG | 0o644, size=123)
+    session.answer("/d/f2", fresh)
+    assert oa.attrs("/d/f2") == fresh
+    assert oa.attrs("/d/f4") is None  # not held
+
+
+def test_full_evicts_the_oldest_and_closes_it_once_its_handle_comes() -> None:
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(10)]}, ahead=2,
+                          max_held=2)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")  # holds f2, f3
+    visit(oa, "/d/f6")  # too far from f1: no order shown
+    visit(oa, "/d/f7")  # holds f8, f9: f2, f3 go
+    assert session.open_batches == [["/d/f2", "/d/f3"], ["/d/f8", "/d/f9"]]
+    assert session.closed == []  # their handles have not come: closed later
+    session.answer("/d/f2")
+    session.answer("/d/f3")
+    visit(oa, "/d/f7")
+    assert sorted(session.closed) == ["/d/f2", "/d/f3"]
+    assert oa.take("/d/f2") is None
+
+
+def test_held_too_long_is_closed_not_served() -> None:
+    oa, session = holding_f2_f3(hold_for=0.0)
+    session.answer("/d/f2")
+    assert oa.take("/d/f2") is None
+    assert session.closed == ["/d/f2"]
+
+
+def test_held_files_are_closed_in_time_without_another_open() -> None:
+    oa, session = holding_f2_f3(hold_for=0.2)
+    session.answer("/d/f2")
+    session.answer("/d/f3")
+    deadline = time.monotonic() + 5
+    while len(session.closed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    oa.close()
+    assert sorted(session.closed) == ["/d/f2", "/d/f3"]
