@@ -118,11 +118,6 @@ class _Slot(Generic[T]):
         if self.cache is not None:
             self.cache.pop(key, None)
 
-    def take(self, key: str) -> T | None:
-        """Drop `key`, returning what it held: one lookup where get and drop make two
-        (every write through the mount does this)."""
-        return None if self.cache is None else self.cache.pop(key, None)
-
     def drop_under(self, prefix: str) -> None:
         if self.cache is None:
             return
@@ -331,7 +326,8 @@ class MetadataCache:
         # not be stored (an entry added in d, with the listing of d's parent in flight).
         if path != "/":
             self._bump(parent_of(path))
-        before = self._attrs.take(path)
+        before = self._attrs.get(path)
+        self._attrs.drop(path)
         if before is not None:
             self._before_change.put(path, before)
 
