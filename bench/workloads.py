@@ -185,6 +185,10 @@ def _extract(ctx: Context, kind: str, label: str, tar: Path, top: str,
     dest = ctx.data.scratch / f"{label}-{kind}"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
+    # The previous round's ~200 MB and thousands of unlinks (ext4 mounted with discard)
+    # would otherwise be written back by the kernel during this round, slowing the
+    # server under whichever file system comes next: each round starts from a clean disk.
+    os.sync()
     try:
         with ctx.mounted(kind, label) as m:
             r = ctx.timed(m, label, ["tar", "-xf", str(tar), "--no-same-owner",
