@@ -572,13 +572,23 @@ class Session:
     @contextmanager
     def batched(self) -> Iterator[None]:
         """Requests this thread sends inside on the live connection go out in one write at
-        the end (SFTPClient.batched): never wait for a reply inside."""
+        the end (SFTPClient.batched): never wait for a reply inside.
+
+        A connection that dies as that write goes out fails the requests' futures, as if
+        it had died with them in flight, and raises nothing here: what is sent in a batch
+        is only ever waited for through its futures, and the open() or close(2) that
+        happened to send it (open-ahead) must not fail with the connection's error."""
         client = self.sftp
         if client is None:
             yield
             return
-        with client.batched():
-            yield
+        try:
+            with client.batched():
+                yield
+        except OSError as exc:
+            if exc.errno not in LOST or not client.closed:
+                raise
+            self._mark_lost(client)
 
     def _handle(self, rf: RemoteFile, deadline: float | None) -> tuple[SFTPClient, bytes]:
         """The live handle of `rf`, reopening it by path after a reconnect."""

@@ -244,7 +244,7 @@ def test_fifty_cuts_under_load(proxied: Mounted, proxy: FaultProxy) -> None:
             ok = wait_for(lambda before=before: (moved[0] > before + 256 * 1024  # type: ignore[misc]
                                                  and proxy.connections > 0) or bool(errors), 60)
             assert ok, f"no progress before cut {cut}: {m.stderr_text()[-3000:]}"
-            assert not errors, errors
+            assert not errors, f"{errors}; log: {m.stderr_text()[-6000:]}"
             proxy.cut()
     finally:
         stop.set()

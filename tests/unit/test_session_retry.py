@@ -175,3 +175,38 @@ def test_file_request_is_resent_on_the_reopened_handle(make: Any) -> None:
     assert [(n, name, t) for n, name, t in sent] == [
         (0, "open", None), (0, "read", None),
         (1, "open", None), (1, "fstat", None), (1, "read", None)]
+
+
+class _DiesAtFlush:
+    """SFTPClient.batched of a connection that dies as the batch's write goes out."""
+
+    def __init__(self, client: Any, error: OSError) -> None:
+        self.client, self.error = client, error
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.client.closed = True  # (what _transmit's failure does: _shutdown)
+        raise self.error
+
+
+def test_a_batch_whose_write_finds_the_connection_dead_raises_nothing(make: Any) -> None:
+    """Open-ahead sends its OPENs and READs in a batch from inside open() and release():
+    a connection lost as that write goes out fails the futures, not the program's open()
+    (a cut under load gave a reader ECONNABORTED from open(2))."""
+    s, _ = make({})
+    client = s.sftp
+    client.batched = lambda: _DiesAtFlush(client, OSError(errno.ECONNABORTED, "cut"))
+    with s.batched():
+        pass  # (requests would be sent here)
+    assert client.closed
+
+
+def test_a_batch_failing_otherwise_raises(make: Any) -> None:
+    s, _ = make({})
+    client = s.sftp
+    client.batched = lambda: _DiesAtFlush(client, OSError(errno.EACCES, "no"))
+    with pytest.raises(PermissionError):
+        with s.batched():
+            pass
