@@ -29,7 +29,7 @@ THREADS of a running mount (the daemon process):
     transport thread, `ssh-window N`, `sftp-stream-end` (ssh/pushchannel.py),
     `ssh-keepalive` and its probes (ssh/connection.py), the SFTP request watchdog
     `<name>-deadlines` (sftp/client.py);
-  * helpers of the file system: `readahead_0` and `held-writes` (fileio.py), `openahead_N`
+  * helpers of the file system: `readahead_0` (fileio.py), `openahead_N`
     (openahead.py), `prefetch_N` (prefetch.py).
 Each module's docstring says which locks guard what. This module keeps no lock: the
 `mounted` dict is written by the `init` and `mount-confirm` threads and read by the main

@@ -17,9 +17,7 @@ THREADS. An `OpenFile` is used from:
   * `_REFILL` ("readahead_0"): one thread for all files that sends more readahead as
     replies free room under the link's cap (callbacks must not send, see below);
   * openahead (from FUSE threads) only sends a first READ whose future
-    `adopt_first_chunk` takes;
-  * `HELD` ("held-writes"): one thread for all files that sends what a paused writer
-    has held for HOLD_SECONDS.
+    `adopt_first_chunk` takes.
 
 LOCKS.
   * `OpenFile._lock` guards every mutable field of the handle: the readahead state
@@ -30,10 +28,6 @@ LOCKS.
     `_unacked`, `_error`, `high_water`, `wrote`). Its
     conditions: `_acked_cond` (writes retired: room under `max_unacked`) and
     `_claims_done` (a chunk claimed by a sender got its future).
-  * `OpenFile._send_order` serializes taking the held writes (write coalescing, see
-    HOLD_SECONDS) and sending them, so the wire keeps the order of the writes. It is
-    held across a send (never by the transport thread; taken before `_lock`, never
-    under it), like the SFTP client's send lock. `HeldWrites._cond` is a leaf.
   * `LinkEstimate._lock` (one per daemon) guards the bytes in flight and the estimate;
     a leaf: it is taken under `OpenFile._lock` (`admit(wait=False)`), never the reverse,
     and nothing blocks while holding it but `admit(wait=True)`'s condition wait, which
@@ -153,57 +147,6 @@ class LinkEstimate:
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
 LINK = LinkEstimate(8 * 1024 * 1024)  # the one connection's link, shared by every file
 
-# Write coalescing. tar writes a member in pieces cut at its 10 KiB records (six writes
-# for a 25 KiB file), cp and editors in a few KiB: each piece alone is a WRITE and a
-# STATUS to frame, encrypt and settle, most of the daemon's CPU when extracting. A handle
-# holds contiguous pieces smaller than chunk_write and sends them as one WRITE when the
-# next piece does not follow on or would overflow it, before anything that must see them
-# (flush, fsync, release, a read, a setstat, another open of the file), and at the latest
-# HOLD_SECONDS after the first: a writer that pauses (a log) is not kept off the server.
-HOLD_SECONDS = 0.05
-
-
-class HeldWrites:
-    """The one thread that sends what a handle has held for HOLD_SECONDS."""
-
-    def __init__(self, hold: float = HOLD_SECONDS) -> None:
-        self.hold = hold
-        self._cond = threading.Condition()
-        self._due: dict[OpenFile, float] = {}  # insertion order: the oldest first
-        self._thread: threading.Thread | None = None
-
-    def watch(self, f: OpenFile) -> None:
-        with self._cond:
-            if f in self._due:
-                return
-            self._due[f] = time.monotonic() + self.hold
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="held-writes",
-                                                daemon=True)
-                self._thread.start()
-            elif len(self._due) == 1:
-                self._cond.notify()
-
-    def forget(self, f: OpenFile) -> None:
-        with self._cond:
-            self._due.pop(f, None)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due:
-                    self._cond.wait()
-                f, due = next(iter(self._due.items()))
-                delay = due - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                del self._due[f]
-            f.send_held_late()
-
-
-HELD = HeldWrites()
-
 
 # Reads this many of their own size off the stream's end still count as sequential, and
 # readahead chunks are kept that far behind it (kernel readahead reordered, see read()).
@@ -256,17 +199,11 @@ class OpenFile:
         self._acked_cond = threading.Condition(self._lock)
         self.high_water = 0  # end of the furthest write through this handle
         self.wrote = False
-        # write coalescing: contiguous small writes held, then sent as one WRITE
-        self.may_hold = True  # False once another handle has the same file open
-        self._send_order = threading.Lock()  # held across sends: keeps the wire in order
-        self._held: list[bytes] = []
-        self._held_at = 0  # file offset of the first held byte
-        self._held_len = 0
 
     @property
     def unacknowledged(self) -> int:
         """Bytes written through this handle the server has not confirmed yet (status)."""
-        return self._unacked + self._held_len
+        return self._unacked
 
     # --- reads --------------------------------------------------------------------------
     def read_first_chunk(self) -> None:
@@ -296,7 +233,7 @@ class OpenFile:
             self._chunks.setdefault(0, fut)
 
     def read(self, size: int, offset: int) -> bytes:
-        if self._pending or self._held_len:
+        if self._pending:
             self.drain()  # a read must see this handle's own writes
         with self._lock:
             expected = self._next_expected
@@ -544,34 +481,13 @@ class OpenFile:
         self._raise_error()
         if self._replay:
             self._send_replay()  # older bytes first, or they would overwrite newer ones
-        n = len(data)
+        view = memoryview(data)
         with self._lock:
             self._drop_chunks()
             self._next_expected = -1
             self.wrote = True
-            self.high_water = max(self.high_water, offset + n)
-        with self._send_order:
-            held = self._held_len
-            if self.may_hold and n < self.chunk_write:
-                if held and offset == self._held_at + held and held + n <= self.chunk_write:
-                    self._held.append(bytes(data))
-                    self._held_len += n
-                    return n
-                if held:
-                    self._send_held_locked()
-                self._held, self._held_at, self._held_len = [bytes(data)], offset, n
-                HELD.watch(self)
-                return n
-            if held:
-                self._send_held_locked()
-            self._send(data, offset)
-        return n
-
-    def _send(self, data: Any, offset: int) -> None:
-        """WRITE `data` at `offset` in chunk_write pieces, behind what was sent before
-        (`_send_order` held: the wire keeps the order of the writes)."""
-        view = memoryview(data)
-        for pos in range(0, len(view), self.chunk_write):
+            self.high_water = max(self.high_water, offset + len(data))
+        for pos in range(0, len(data), self.chunk_write):
             piece = view[pos:pos + self.chunk_write]
             self._wait_for_room(len(piece))
             fut = self.remote.write_async(self.handle, offset + pos, piece)
@@ -579,43 +495,7 @@ class OpenFile:
                 self._pending.append((fut, len(piece), offset + pos, piece))
                 self._unacked += len(piece)
             fut.add_done_callback(self._write_done)
-
-    def _send_held_locked(self) -> None:
-        """Send the held pieces as one WRITE (`_send_order` held)."""
-        held = self._held
-        data = held[0] if len(held) == 1 else b"".join(held)
-        offset = self._held_at
-        self._held, self._held_len = [], 0
-        HELD.forget(self)
-        try:
-            self._send(data, offset)  # one piece: held bytes never exceed chunk_write
-        except OSError:
-            # Not sent (no connection within io_timeout): the bytes were acknowledged
-            # to the writer, so they wait with the writes a dropped connection swallowed.
-            with self._lock:
-                self._replay.append((offset, data))
-            raise
-
-    def send_held(self) -> None:
-        """Put what is held on the wire now (before anything that must come after it)."""
-        if self._held_len:
-            with self._send_order:
-                if self._held_len:
-                    self._send_held_locked()
-
-    def stop_holding(self) -> None:
-        """Another handle shares the file: its reads must see our writes, which must
-        therefore go out as they come."""
-        self.may_hold = False
-        self.send_held()
-
-    def send_held_late(self) -> None:
-        """HELD's thread: the writer paused. What cannot be sent now waits to be sent
-        again before the handle's next write or flush, which report its failure."""
-        try:
-            self.send_held()
-        except OSError as exc:
-            log.info("%s: held write not sent yet: %s", self.path, exc)
+        return len(data)
 
     def _write_done(self, fut: Future) -> None:
         with self._lock:
@@ -667,8 +547,7 @@ class OpenFile:
                 raise
 
     def drain(self) -> None:
-        """Wait until every write through this handle is acknowledged."""
-        self.send_held()
+        """Wait until every write sent through this handle is acknowledged."""
         while True:
             with self._lock:
                 self._retire_done()

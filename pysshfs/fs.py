@@ -596,9 +596,6 @@ class SSHFS(Operations):
         so a path that is a symlink here means lchown/lutimes, and SETSTAT would follow
         it (unless follow_symlinks shows links as their targets)."""
         remote = self.session.remote_path(path)
-        if self._files:
-            for f in self._open_files_of(path):
-                f.send_held()  # a held write sent after SETSTAT would move the mtime again
         try:
             after = self.session.setstat_and_lstat(remote, attrs, self.follow_symlinks)
         finally:
@@ -670,11 +667,6 @@ class SSHFS(Operations):
         fh = next(self._fh_counter)
         with self._files_lock:
             self._files[fh] = f
-            sharing = [g for g in self._files.values() if g.path == path] \
-                if len(self._files) > 1 else []
-        if len(sharing) > 1:  # each handle's reads must see the others' writes at once
-            for g in sharing:
-                g.stop_holding()
         return fh
 
     def _file(self, fh: int) -> OpenFile:

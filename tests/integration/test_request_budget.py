@@ -213,25 +213,3 @@ def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
     os.unlink(m.mnt / "d" / "g0")
     assert log.since_mark() == Counter({"REMOVE": 1})
     assert not (m.root / "d" / "g0").exists()
-
-
-def test_member_written_in_pieces_then_timestamped(counted: tuple[Mount, RequestLog]) -> None:
-    """tar x of one member: its data in pieces cut at tar's records, its mtime set
-    (futimens) before close. The pieces go out as one WRITE, right before the SETSTAT."""
-    m, log = counted
-    tree(m.root)
-    os.listdir(m.mnt / "d")
-    log.mark()
-    pieces = [b"a" * 2048, b"b" * 2048, b"c" * 1389, b"d" * 10240]
-    fd = os.open(m.mnt / "d" / "member", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        for piece in pieces:
-            os.write(fd, piece)
-        os.utime(fd, (1_000_000_000, 1_000_000_000))
-    finally:
-        os.close(fd)
-    ops = log.settle("CLOSE")
-    assert (m.root / "d" / "member").read_bytes() == b"".join(pieces)
-    assert (m.root / "d" / "member").stat().st_mtime == 1_000_000_000
-    assert ops == Counter({"OPEN": 1, "LSTAT": 2, "WRITE": 1, "lsetstat@openssh.com": 1,
-                           "CLOSE": 1}), ops
