@@ -239,25 +239,31 @@ class MetadataCache:
                 self.counters.attr_hits += 1
             return found
 
+    def _parent_listing(self, path: str) -> tuple[_Listing | None, str]:
+        """(the cached listing of the directory holding `path`, its name there); no
+        listing for "/" (lock held)."""
+        if path == "/":
+            return None, ""
+        parent, name = path.rsplit("/", 1)
+        return self._dirs.get(parent or "/"), name
+
     def _attrs_locked(self, path: str) -> Attrs | None:
         """The path's attributes from its directory's listing, else its own."""
-        if path != "/":
-            listing = self._dirs.get(parent_of(path))
-            if listing is not None and listing.attrs and \
-                    self.clock() - listing.read_at <= self.config.stat_ttl:
-                listed = listing.attrs.get(path.rsplit("/", 1)[1])
-                if listed is not None:
-                    return listed
+        listing, name = self._parent_listing(path)
+        if listing is not None and listing.attrs and \
+                self.clock() - listing.read_at <= self.config.stat_ttl:
+            listed = listing.attrs.get(name)
+            if listed is not None:
+                return listed
         return self._attrs.get(path)
 
     def is_missing(self, path: str) -> bool:
         with self._lock:
             since = self._negative.get(path)
             missing = since is not None
-            if since is not None and path != "/":
-                listing = self._dirs.get(parent_of(path))
-                if listing is not None and listing.read_at > since and \
-                        path.rsplit("/", 1)[1] in listing.modes:
+            if since is not None:
+                listing, name = self._parent_listing(path)
+                if listing is not None and listing.read_at > since and name in listing.modes:
                     missing = False  # listed after we learned it was missing
             self.counters.negative_hits += missing
             return missing
@@ -364,10 +370,9 @@ class MetadataCache:
 
     def _drop_listed_attrs(self, path: str) -> None:
         """Forget what the listing of its directory said of `path` (lock held)."""
-        if path != "/":
-            listing = self._dirs.get(parent_of(path))
-            if listing is not None and listing.drop_attrs(path.rsplit("/", 1)[1]):
-                self._dirs.put(parent_of(path), listing)  # weighed again
+        listing, name = self._parent_listing(path)
+        if listing is not None and listing.drop_attrs(name):
+            self._dirs.put(parent_of(path), listing)  # weighed again
 
     def learned_listing(self, path: str, entries: Iterable[tuple[str, Attrs]], *,
                         seed_links: bool = True, read_at: float | None = None,
@@ -427,15 +432,14 @@ class MetadataCache:
 
     def _edit_listing(self, path: str, mode: int | None) -> None:
         """Add (mode given) or remove (None) the name in its parent's cached listing."""
-        parent = parent_of(path)
-        cached = self._dirs.get(parent)
+        cached, name = self._parent_listing(path)
         if cached is None:
             return
         if mode is None:
-            cached.remove(path.rsplit("/", 1)[1])
+            cached.remove(name)
         else:
-            cached.set_mode(path.rsplit("/", 1)[1], mode)
-        self._dirs.put(parent, cached)  # weighed again
+            cached.set_mode(name, mode)
+        self._dirs.put(parent_of(path), cached)  # weighed again
 
     def created(self, path: str, mode: int) -> None:
         """A new name appeared (create, mkdir, symlink, link): `mode` is its type."""

@@ -754,10 +754,7 @@ class SSHFS(Operations):
 
     def read_fh(self, fh: int, size: int, offset: int) -> bytes:
         """read() without the path (fuselib.FUSE's lean read callback calls this)."""
-        f = self._files.get(fh)
-        if f is None:
-            raise OSError(errno.EBADF, "unknown file handle")
-        return f.read(size, offset)
+        return self._file(fh).read(size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         written = self._file(fh).write(data, offset)

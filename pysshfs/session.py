@@ -559,29 +559,30 @@ class Session:
             client, generation = self.sftp, self.generation
             if self._state != CONNECTED or client is None or client.closed:
                 return []
-        try:
-            with client.batched():
-                return [PendingOpen(path, pflags, generation,
-                                    *client.open_and_lstat_async(path, pflags))
-                        for path in paths]
-        except OSError as exc:  # the requests sent are failed with the connection
-            if exc.errno in LOST:
-                self._mark_lost(client)
-            return []
+        with self._together(client):  # lost as it goes out: the futures fail
+            return [PendingOpen(path, pflags, generation,
+                                *client.open_and_lstat_async(path, pflags))
+                    for path in paths]
+        return []  # lost before: nothing sent
 
     @contextmanager
     def batched(self) -> Iterator[None]:
         """Requests this thread sends inside on the live connection go out in one write at
-        the end (SFTPClient.batched): never wait for a reply inside.
-
-        A connection that dies as that write goes out fails the requests' futures, as if
-        it had died with them in flight, and raises nothing here: what is sent in a batch
-        is only ever waited for through its futures, and the open() or close(2) that
-        happened to send it (open-ahead) must not fail with the connection's error."""
+        the end (SFTPClient.batched): never wait for a reply inside. See _together."""
         client = self.sftp
         if client is None:
             yield
             return
+        with self._together(client):
+            yield
+
+    @contextmanager
+    def _together(self, client: SFTPClient) -> Iterator[None]:
+        """client.batched(), where a connection that dies as the write goes out fails the
+        requests' futures, as if it had died with them in flight, and raises nothing:
+        what is sent in a batch is only ever waited for through its futures, and the
+        open() or close(2) that happened to send it (open-ahead) must not fail with the
+        connection's error."""
         try:
             with client.batched():
                 yield
