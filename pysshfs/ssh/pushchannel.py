@@ -57,6 +57,7 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_DATA, cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
+from pysshfs.ssh.leanread import LeanReader
 from pysshfs.ssh.readahead import ReadAheadSocket
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ class PushStream:
             self.channel.in_buffer = _ConsumerPipe(self)  # type: ignore[assignment]
             self.channel.in_stderr_buffer = _StderrPipe(self)  # type: ignore[assignment]
             already_closed = self.channel.closed or self.channel.eof_received
+        # from now on, the channel's data packets are read and handed to us directly
+        LeanReader.attach(self.channel.transport, self.channel.get_id(), self._deliver)
         if pending_err:
             self._stderr(pending_err)
         if pending:
@@ -223,6 +226,7 @@ class PushStream:
         if self._ended:
             return
         self._ended = True
+        LeanReader.detach(self.channel.transport, self.channel.get_id())
         self._acks.put(None)
         if self._on_end is not None:
             # paramiko calls close() on us holding the channel's lock, and the consumer's

@@ -52,6 +52,18 @@ class ReadAheadSocket:
         self._data, self._pos = data, n
         return data[:n]
 
+    def buffered(self, n: int) -> bytes | None:
+        """The next `n` bytes if they were read already, else None (nothing taken)."""
+        data, pos = self._data, self._pos
+        end = pos + n
+        if end > len(data):
+            return None
+        if end == len(data):
+            self._data, self._pos = b"", 0
+            return data[pos:] if pos else data
+        self._pos = end
+        return data[pos:end]
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
