@@ -18,7 +18,8 @@ memory without bound. Lines are logged (escaped, rate-limited), the rest dropped
 
 THREADS.
   * paramiko's transport thread (`Transport.run`, one per connection): reads and
-    decrypts every packet; through `_ConsumerPipe.feed` it runs `_deliver` (the SFTP
+    decrypts every packet (the SFTP channel's data through leanpackets.LeanReader,
+    which calls `_deliver` itself); through `_ConsumerPipe.feed` it runs `_deliver` (the SFTP
     client's `_consume`: replies cut out, futures resolved, their callbacks run) and
     `_stderr`; it also handles the server's WINDOW_ADJUST, which is what lets a blocked
     send go on. So nothing it runs may wait for a lock that a sender can hold while
@@ -31,10 +32,11 @@ THREADS.
     `close()` on the pipe holding `channel.lock`.
   * Senders: whatever thread calls `sendall` (the SFTP client, under its send lock).
     `paramiko.Channel.sendall` blocks while the server's window is 0, until the transport
-    thread has read a WINDOW_ADJUST. What fits the window and one SSH packet (every
-    request but big writes) takes a short way: the window taken under `channel.lock`,
-    the packet sent under `transport.clear_to_send_lock` (no key exchange under way),
-    as paramiko's own layers do, without them.
+    thread has read a WINDOW_ADJUST. What fits the window (every request but the
+    biggest writes) takes a short way: the window taken under `channel.lock`, the
+    packets sent under `transport.clear_to_send_lock` (no key exchange under way) by
+    leanpackets.LeanWriter (under the packetizer's write lock), as paramiko's own layers
+    do, without them.
   * `before_wait`: the SFTP client's hook, run by the transport thread in
     `ReadAheadSocket.recv` right before each recv() that may wait for the network.
 
@@ -57,7 +59,7 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_DATA, cMSG_CHANNEL_WINDOW_ADJUST
 from paramiko.message import Message
 
-from pysshfs.ssh.leanread import LeanReader
+from pysshfs.ssh.leanpackets import LeanReader, LeanWriter, Packed
 from pysshfs.ssh.readahead import ReadAheadSocket
 
 log = logging.getLogger(__name__)
@@ -73,19 +75,6 @@ def _escaped(raw: bytes) -> str:
     """A server's bytes as one harmless line: control characters as \\xNN."""
     text = raw.decode("utf-8", "replace")
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
-class _Packed:
-    """An SSH message already encoded: all paramiko's Packetizer.send_message asks of a
-    Message is asbytes()."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def asbytes(self) -> bytes:
-        return self._data
 
 
 class _ConsumerPipe:
@@ -143,6 +132,7 @@ class PushStream:
         self._stderr_tail = bytearray()
         self._stderr_window = (0.0, 0)  # (minute started, lines logged in it)
         self._stderr_dropped = 0  # bytes not logged since the last line that was
+        self._writer: LeanWriter | None = None  # made at the first send
 
     def push_to(self, consume: Callable[[bytes], None],
                 on_end: Callable[[BaseException | None], None]) -> None:
@@ -252,33 +242,42 @@ class PushStream:
 
     # --- the sending side ---------------------------------------------------------------
     def sendall(self, data: Any) -> None:
-        """paramiko's Channel.sendall, with a short way for what fits in one SSH packet
-        and the window (every request but big writes): the same window bookkeeping and
-        the same locks, without the layers between (Channel.send, Message building,
-        _send_user_message's wait loop): a quarter of the Python calls a small request
-        costs, on the path every FUSE request waits on."""
+        """paramiko's Channel.sendall, with a short way for what fits in the window
+        (every request but the biggest writes): the same window bookkeeping and the same
+        locks, without the layers between (Channel.send, Message building,
+        _send_user_message's wait loop, send_message: see leanpackets), on the path
+        every FUSE request waits on."""
         channel = self.channel
         n = len(data)
-        fits = False
         with channel.lock:
-            if not channel.closed and not channel.eof_sent \
-                    and n <= channel.out_window_size \
-                    and n <= channel.out_max_packet_size - 64:
+            fits = not channel.closed and not channel.eof_sent and n <= channel.out_window_size
+            if fits:
                 channel.out_window_size -= n
-                fits = True
-        if not fits:  # window full, a big write, a closed channel: paramiko's way
+            most = channel.out_max_packet_size - 64  # data bytes in one SSH packet
+        if not fits:  # window full, a closed channel: paramiko's way
             channel.sendall(data)
             return
-        message = _Packed(_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, n)
-                          + bytes(data))
-        transport = channel.transport
-        if transport.active and transport.clear_to_send.is_set():  # type: ignore[union-attr]
-            with transport.clear_to_send_lock:  # type: ignore[union-attr]
+        if n <= most:
+            self._send_packet(_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, n)
+                              + bytes(data))
+            return
+        with memoryview(data) as view:  # (the SFTP client's send lock keeps them together)
+            for at in range(0, n, most):
+                piece = view[at:at + most]
+                self._send_packet(_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid,
+                                                     len(piece)) + piece)
+
+    def _send_packet(self, payload: bytes) -> None:
+        transport: Any = self.channel.transport
+        if transport.active and transport.clear_to_send.is_set():
+            with transport.clear_to_send_lock:
                 # (as _send_user_message: no key exchange started since we looked)
-                if transport.clear_to_send.is_set():  # type: ignore[union-attr]
-                    transport.packetizer.send_message(message)  # type: ignore[union-attr, arg-type]
+                if transport.clear_to_send.is_set():
+                    if self._writer is None:
+                        self._writer = LeanWriter(transport.packetizer)
+                    self._writer.send(payload)
                     return
-        transport._send_user_message(message)  # type: ignore[union-attr]
+        transport._send_user_message(Packed(payload))  # waits out a key exchange
 
     def recv(self, n: int) -> bytes:
         raise OSError("PushStream delivers data through push_to(), not recv()")

@@ -1,7 +1,7 @@
 """Re-keying in the middle of traffic: the server asks for new keys every few hundred KiB.
 
 pysshfs reads the SFTP channel's packets itself while the connection is steady
-(ssh/leanread.py) and leaves everything around a key exchange to paramiko; a server that
+(ssh/leanpackets.py) and leaves everything around a key exchange to paramiko; a server that
 re-keys often makes the two take turns many times within one file.
 """
 

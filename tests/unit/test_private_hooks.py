@@ -1,7 +1,7 @@
 """The private names of paramiko and mfusepy that pysshfs hooks into, checked by name.
 
-pushchannel.py, leanread.py, algorithms.py, auth.py, connection.py and fuselib.py reach into these
-libraries' internals for speed and for what their public API loses. pyproject.toml pins
+pushchannel.py, leanpackets.py, algorithms.py, auth.py, connection.py and fuselib.py reach
+into these libraries' internals for speed and for what their public API loses. pyproject.toml pins
 the version ranges these were tested with; when a new release renames or drops one of
 them, this test fails naming it and the range, instead of a mount failing in some
 stranger way later. In the code, mypy (with types-paramiko, which leaves private names
@@ -26,7 +26,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from pysshfs import fuselib
-from pysshfs.ssh import leanread, pushchannel
+from pysshfs.ssh import leanpackets, pushchannel
 
 CHANNEL_ATTRS = ("in_buffer", "in_stderr_buffer", "lock", "closed", "eof_received",
                  "remote_chanid", "transport", "eof_sent", "out_window_size",
@@ -38,7 +38,7 @@ TRANSPORT_ATTRS = ("_send_user_message", "_preferred_kex", "_kex_info", "_cipher
 TRANSPORT_INSTANCE_ATTRS = ("kex_engine", "local_cipher")
 # Read by pushchannel.PushStream.sendall's short way (as _send_user_message does).
 TRANSPORT_SEND_ATTRS = ("active", "clear_to_send", "clear_to_send_lock", "packetizer")
-# Read by leanread.LeanReader._steady (Transport.run's own conditions for a packet).
+# Read by leanpackets.LeanReader._steady (Transport.run's own conditions for a packet).
 TRANSPORT_READ_ATTRS = ("in_kex", "_expected_packet", "active", "sock")
 AGENT_METHODS = ("_connect", "_close")  # auth._Agent: an agent on a socket we choose
 MFUSEPY_NAMES = ("FUSE", "Operations", "FuseOSError", "fuse_get_context", "c_stat",
@@ -96,12 +96,13 @@ def test_paramiko_transport_instance_has() -> None:
                 _gone("paramiko", f"Transport().{name}", "ssh/pushchannel.py")
         for name in TRANSPORT_READ_ATTRS:
             assert hasattr(transport, name), \
-                _gone("paramiko", f"Transport().{name}", "ssh/leanread.py")
+                _gone("paramiko", f"Transport().{name}", "ssh/leanpackets.py")
         packetizer = transport.packetizer
-        for name in (*leanread.PRIVATE_FIELDS, "_initial_kex_done", "read_all",
-                     "read_message", "REKEY_BYTES", "REKEY_PACKETS"):
+        for name in (*leanpackets.PRIVATE_FIELDS, *leanpackets.PRIVATE_OUT_FIELDS,
+                     "_initial_kex_done", "read_all", "read_message", "write_all",
+                     "send_message", "REKEY_BYTES", "REKEY_PACKETS"):
             assert hasattr(packetizer, name), \
-                _gone("paramiko", f"Packetizer().{name}", "ssh/leanread.py")
+                _gone("paramiko", f"Packetizer().{name}", "ssh/leanpackets.py")
     finally:
         transport.close()
         theirs.close()

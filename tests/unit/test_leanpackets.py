@@ -1,13 +1,15 @@
-"""LeanReader reads what paramiko's own packetizer wrote, as paramiko's reader would.
+"""LeanReader and LeanWriter against paramiko's own packetizer, byte for byte.
 
 Real paramiko Packetizers with AES-GCM keys on both ends of a socketpair: the bytes one
 writes are read once by paramiko's `read_message` and once by a LeanReader, and both must
-come out the same (messages, and the inbound state they leave behind).
+come out the same (messages, and the inbound state they leave behind); what a LeanWriter
+writes, paramiko's reader must read, leaving the writer's state as paramiko's would be.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import types
 from typing import Any
 
@@ -22,8 +24,8 @@ from paramiko.common import (
 from paramiko.message import Message
 from paramiko.packet import Packetizer
 
-from pysshfs.ssh import leanread
-from pysshfs.ssh.leanread import LeanReader
+from pysshfs.ssh import leanpackets
+from pysshfs.ssh.leanpackets import LeanReader, LeanWriter
 from pysshfs.ssh.readahead import ReadAheadSocket
 
 KEY = bytes(range(16))
@@ -47,15 +49,26 @@ def _other(ptype: int, *ints: int) -> Message:
     return m
 
 
-def _wire(messages: list[Message]) -> bytes:
-    """What paramiko's packetizer sends for `messages`, with AES-GCM."""
-    a, b = socket.socketpair()
-    sender = Packetizer(a)
+def _sender(sock: socket.socket) -> Packetizer:
+    sender = Packetizer(sock)
     sender.set_outbound_cipher(AESGCM(KEY), 16, None, 16, b"", aead=True, iv_out=IV)
+    sender._initial_kex_done = True
+    return sender
+
+
+def _wire(messages: list[Message], lean: bool = False,
+          sender_state: list[Any] | None = None) -> bytes:
+    """What paramiko's packetizer (or a LeanWriter on it) sends for `messages`."""
+    a, b = socket.socketpair()
+    sender = _sender(a)
+    writer = LeanWriter(sender)
     b.settimeout(5)
     out = bytearray()
     for m in messages:
-        sender.send_message(m)
+        if lean:
+            writer.send(m.asbytes())
+        else:
+            sender.send_message(m)
         # (read as we go: the socketpair's buffer is smaller than a big message)
         b.setblocking(False)
         try:
@@ -66,6 +79,9 @@ def _wire(messages: list[Message]) -> bytes:
                 out += chunk
         except BlockingIOError:
             pass
+    if sender_state is not None:
+        sender_state.extend(_out_state(sender))
+        sender_state.append(writer.lean_packets)
     sender.close()
     a.close()
     b.close()
@@ -74,7 +90,8 @@ def _wire(messages: list[Message]) -> bytes:
 
 def _receiver(wire: bytes) -> tuple[Packetizer, Any, socket.socket]:
     a, b = socket.socketpair()
-    b.sendall(wire)
+    # (from a thread: more than the socket buffer holds waits for the reader)
+    threading.Thread(target=b.sendall, args=(wire,), daemon=True).start()
     ras = ReadAheadSocket(a)
     pk = Packetizer(ras)
     pk.set_inbound_cipher(AESGCM(KEY), 16, None, 16, b"", aead=True, iv_in=IV)
@@ -84,9 +101,14 @@ def _receiver(wire: bytes) -> tuple[Packetizer, Any, socket.socket]:
     return pk, transport, b
 
 
+def _out_state(pk: Packetizer) -> tuple[Any, ...]:
+    return tuple(pk.__dict__[name] for name in (leanpackets.IV_OUT, leanpackets.SEQ_OUT,
+                                                leanpackets.BYTES_OUT, leanpackets.PACKETS_OUT))
+
+
 def _state(pk: Packetizer) -> tuple[Any, ...]:
-    return tuple(pk.__dict__[name] for name in (leanread.IV_IN, leanread.SEQ_IN,
-                                                leanread.BYTES_IN, leanread.PACKETS_IN))
+    return tuple(pk.__dict__[name] for name in (leanpackets.IV_IN, leanpackets.SEQ_IN,
+                                                leanpackets.BYTES_IN, leanpackets.PACKETS_IN))
 
 
 MESSAGES = [
@@ -138,7 +160,7 @@ def test_lean_reader_leaves_a_rekey_to_paramiko() -> None:
     pk, transport, peer = _receiver(wire)
     delivered: list[bytes] = []
     LeanReader.attach(transport, OURS, delivered.append)
-    pk.__dict__[leanread.NEED_REKEY] = True  # asked for: paramiko's reader reads on
+    pk.__dict__[leanpackets.NEED_REKEY] = True  # asked for: paramiko's reader reads on
     ptype, m = pk.read_message()
     peer.close()
     assert pk.read_message.__self__.lean_packets == 0
@@ -185,3 +207,63 @@ def test_no_lean_reader_on_a_socket_that_does_not_read_ahead() -> None:
     assert "read_message" not in pk.__dict__
     a.close()
     b.close()
+
+
+def test_lean_writer_writes_what_paramiko_reads() -> None:
+    paramiko_state: list[Any] = []
+    lean_state: list[Any] = []
+    paramiko_wire = _wire(MESSAGES, sender_state=paramiko_state)
+    lean_wire = _wire(MESSAGES, lean=True, sender_state=lean_state)
+    assert len(lean_wire) == len(paramiko_wire)  # (the padding differs: random there)
+    assert lean_state[:-1] == paramiko_state[:-1]
+    assert lean_state[-1] == len(MESSAGES)  # every one written the lean way
+    pk, _, peer = _receiver(lean_wire)
+    got = []
+    for _ in MESSAGES:
+        ptype, m = pk.read_message()  # paramiko's own reader
+        got.append(bytes([ptype]) + m.asbytes())
+    peer.close()
+    assert got == [m.asbytes() for m in MESSAGES]
+
+
+def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko() -> None:
+    a, b = socket.socketpair()
+    sender = _sender(a)
+    writer = LeanWriter(sender)
+    sender.__dict__[leanpackets.BYTES_OUT] = sender.REKEY_BYTES - 10
+    writer.send(_data(OURS, b"x" * 100).asbytes())
+    assert writer.lean_packets == 0
+    assert sender.need_rekey()  # paramiko's send_message counted it and asked
+    sender.close()
+    a.close()
+    b.close()
+
+
+def test_lean_writer_waits_out_a_full_socket() -> None:
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender = _sender(a)
+    writer = LeanWriter(sender)
+    big = [_data(OURS, bytes([i]) * 30000) for i in range(20)]  # far more than the buffer
+    received = bytearray()
+
+    def drain() -> None:
+        b.settimeout(10)
+        while True:
+            chunk = b.recv(1 << 16)
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    t = threading.Thread(target=drain)
+    t.start()
+    for m in big:
+        writer.send(m.asbytes())
+    sender.close()
+    a.close()
+    t.join(10)
+    b.close()
+    pk, _, peer = _receiver(bytes(received))
+    got = [bytes([ptype]) + m.asbytes() for ptype, m in (pk.read_message() for _ in big)]
+    peer.close()
+    assert got == [m.asbytes() for m in big]

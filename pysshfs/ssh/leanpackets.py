@@ -1,4 +1,4 @@
-"""Read the SFTP channel's data without paramiko's per-packet layers.
+"""The SFTP channel's SSH packets, read and written without paramiko's per-packet layers.
 
 Every SFTP reply is one SSH packet of channel data, and paramiko's transport thread
 spends more of the daemon's Python time on each than anything else: py-spy of random
@@ -12,18 +12,27 @@ socket's buffer, hands channel data for the SFTP channel to its consumer at once
 reads on; every other packet goes back to `Transport.run` as the `Message` paramiko
 would have made, and outside the steady state paramiko's own `read_message` reads.
 
-The packetizer's inbound state (IV, sequence number, received counts that start a
-re-key) is paramiko's own, read and written back packet by packet, so either way of
-reading can follow the other at any packet. tests/unit/test_private_hooks.py checks the
-private names this needs are still there.
+Sending, `LeanWriter.send` does for one packet of channel data what paramiko's
+`send_message` does (under its write lock): pad, encrypt with AES-GCM, count, write;
+without the Message, the command-name lookup, a random-padding syscall (the padding is
+encrypted and authenticated: zeros leak nothing, as paramiko itself pads for CTR) and
+the poll() before every send (the socket is non-blocking: one write() is tried first).
 
-THREADS: `read_message` runs in paramiko's transport thread only, as paramiko's does.
+The packetizer's state (IVs, sequence numbers, byte and packet counts that start a
+re-key) is paramiko's own, read and written back packet by packet, so either way of
+reading or writing can follow the other at any packet. tests/unit/test_private_hooks.py
+checks the private names this needs are still there.
+
+THREADS: `read_message` runs in paramiko's transport thread only, as paramiko's does;
+`send` in any sender's, under the transport's `clear_to_send_lock` (see pushchannel).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -54,8 +63,83 @@ NEED_REKEY = _P + "need_rekey"
 REMAINDER = _P + "remainder"
 COMPRESS_IN = _P + "compress_engine_in"
 DUMP = _P + "dump_packets"
+AEAD_OUT = _P + "aead_out"
+ENGINE_OUT = _P + "block_engine_out"
+BLOCK_OUT = _P + "block_size_out"
+IV_OUT = _P + "iv_out"
+SEQ_OUT = _P + "sequence_number_out"
+BYTES_OUT = _P + "sent_bytes"
+PACKETS_OUT = _P + "sent_packets"
+COMPRESS_OUT = _P + "compress_engine_out"
+WRITE_LOCK = _P + "write_lock"
+SOCKET = _P + "socket"
+KEEPALIVE_LAST = _P + "keepalive_last"
 PRIVATE_FIELDS = (AEAD_IN, ENGINE_IN, IV_IN, SEQ_IN, BYTES_IN, PACKETS_IN, NEED_REKEY,
                   REMAINDER, COMPRESS_IN, DUMP)
+PRIVATE_OUT_FIELDS = (AEAD_OUT, ENGINE_OUT, BLOCK_OUT, IV_OUT, SEQ_OUT, BYTES_OUT,
+                      PACKETS_OUT, COMPRESS_OUT, WRITE_LOCK, SOCKET, KEEPALIVE_LAST, DUMP)
+
+
+class Packed:
+    """An SSH message already encoded: all paramiko's Packetizer.send_message asks of a
+    Message is asbytes()."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def asbytes(self) -> bytes:
+        return self._data
+
+
+def _next_iv(iv: bytes) -> bytes:
+    """AES-GCM's invocation counter (RFC 5647 7.1): the last 8 bytes of the IV, plus one."""
+    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+
+
+class LeanWriter:
+    """Sends one packet as paramiko's `send_message` would (see the module docstring)."""
+
+    def __init__(self, packetizer: Any) -> None:
+        self._pk = packetizer
+        self._rekey_at = min(packetizer.REKEY_BYTES, packetizer.REKEY_PACKETS) - _REKEY_MARGIN
+        self._lean = all(hasattr(packetizer, name) for name in PRIVATE_OUT_FIELDS)
+        self.lean_packets = 0  # written here (the rest went through paramiko's send_message)
+
+    def send(self, payload: bytes) -> None:
+        """Send the SSH message `payload` (message type first)."""
+        pk = self._pk
+        if not self._lean:
+            pk.send_message(Packed(payload))
+            return
+        d = pk.__dict__
+        with d[WRITE_LOCK]:
+            if not d[AEAD_OUT] or d[COMPRESS_OUT] is not None or d[DUMP] \
+                    or d[BYTES_OUT] >= self._rekey_at or d[PACKETS_OUT] >= self._rekey_at:
+                pk.send_message(Packed(payload))  # (the lock is an RLock)
+                return
+            size = len(payload)
+            block = d[BLOCK_OUT]
+            padding = 3 + block - ((size + 4) % block)
+            head = _U32.pack(size + padding + 1)
+            iv = d[IV_OUT]
+            out = head + d[ENGINE_OUT].encrypt(
+                iv, bytes((padding,)) + payload + bytes(padding), head)
+            d[IV_OUT] = _next_iv(iv)
+            d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
+            d[KEEPALIVE_LAST] = time.time()
+            try:
+                sent = os.write(d[SOCKET].fileno(), out)  # non-blocking: no poll() first
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                raise EOFError(str(exc)) from None  # as paramiko's write_all: a lost link
+            if sent < len(out):
+                pk.write_all(out[sent:])  # a full socket buffer: paramiko's waiting loop
+            d[BYTES_OUT] += len(out)
+            d[PACKETS_OUT] += 1
+            self.lean_packets += 1
 
 
 class LeanReader:
@@ -134,8 +218,7 @@ class LeanReader:
             plain = d[ENGINE_IN].decrypt(iv, body, head)
         except InvalidTag:
             raise SSHException("Mismatched MAC") from None
-        counter = int.from_bytes(iv[4:], "big") + 1
-        d[IV_IN] = iv[:4] + counter.to_bytes(8, "big")
+        d[IV_IN] = _next_iv(iv)
         seq = d[SEQ_IN]
         d[SEQ_IN] = (seq + 1) & 0xFFFFFFFF
         d[BYTES_IN] += size + _GCM_TAG + 4
