@@ -129,12 +129,15 @@ class LeanWriter:
             d[IV_OUT] = _next_iv(iv)
             d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
             d[KEEPALIVE_LAST] = time.time()
-            try:
-                sent = os.write(d[SOCKET].fileno(), out)  # non-blocking: no poll() first
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                raise EOFError(str(exc)) from None  # as paramiko's write_all: a lost link
+            sock = d[SOCKET]
+            sent = 0
+            if isinstance(sock, ReadAheadSocket):  # a TCP socket (not a jump host's channel)
+                try:
+                    sent = os.write(sock.fileno(), out)  # non-blocking: no poll() first
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as exc:
+                    raise EOFError(str(exc)) from None  # as paramiko's write_all: lost link
             if sent < len(out):
                 pk.write_all(out[sent:])  # a full socket buffer: paramiko's waiting loop
             d[BYTES_OUT] += len(out)

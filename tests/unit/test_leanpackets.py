@@ -60,7 +60,7 @@ def _wire(messages: list[Message], lean: bool = False,
           sender_state: list[Any] | None = None) -> bytes:
     """What paramiko's packetizer (or a LeanWriter on it) sends for `messages`."""
     a, b = socket.socketpair()
-    sender = _sender(a)
+    sender = _sender(ReadAheadSocket(a) if lean else a)
     writer = LeanWriter(sender)
     b.settimeout(5)
     out = bytearray()
@@ -242,7 +242,7 @@ def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko() -> N
 def test_lean_writer_waits_out_a_full_socket() -> None:
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    sender = _sender(a)
+    sender = _sender(ReadAheadSocket(a))
     writer = LeanWriter(sender)
     big = [_data(OURS, bytes([i]) * 30000) for i in range(20)]  # far more than the buffer
     received = bytearray()
@@ -267,3 +267,16 @@ def test_lean_writer_waits_out_a_full_socket() -> None:
     got = [bytes([ptype]) + m.asbytes() for ptype, m in (pk.read_message() for _ in big)]
     peer.close()
     assert got == [m.asbytes() for m in big]
+
+
+def test_lean_writer_on_a_stream_that_is_no_socket_writes_through_paramiko() -> None:
+    a, b = socket.socketpair()
+    sender = _sender(a)  # (a jump host's channel or a ProxyCommand stands here in life)
+    writer = LeanWriter(sender)
+    written: list[bytes] = []
+    sender.write_all = written.append  # type: ignore[method-assign]
+    writer.send(_data(OURS, b"x").asbytes())
+    assert len(written) == 1 and writer.lean_packets == 1
+    sender.close()
+    a.close()
+    b.close()
