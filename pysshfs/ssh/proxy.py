@@ -9,14 +9,20 @@ import errno
 import logging
 import socket
 import subprocess
+import threading
 import time
+from typing import IO
 
 import paramiko
 
 from pysshfs.errors import MountError
+from pysshfs.lograte import RateLimitedLog
+from pysshfs.sanitize import sanitize
 from pysshfs.ssh.config import ResolvedTarget
 
 log = logging.getLogger(__name__)
+_stderr_log = RateLimitedLog(log, burst=20, period=60.0)  # a chatty command cannot flood
+PROXY_LINE_MAX = 300  # characters of one ProxyCommand stderr line that are logged
 
 
 def endpoint_label(target: ResolvedTarget) -> str:
@@ -118,19 +124,33 @@ def connect_error(e: OSError | None, label: str) -> MountError:
     return MountError(code, label, why, "check the host name and port")
 
 
+def _log_stderr(stream: IO[bytes]) -> None:
+    """ProxyCommand's stderr, a line at a time, into our log (rate-limited, escaped)."""
+    with stream:
+        for raw in iter(lambda: stream.readline(4 * PROXY_LINE_MAX), b""):
+            line = sanitize(raw.rstrip(b"\n"))[:PROXY_LINE_MAX]
+            _stderr_log.log(logging.WARNING, "proxy-stderr", "ProxyCommand: %s", line)
+
+
 class CommandSocket:
     """ProxyCommand's stdin/stdout as a socket: a socketpair, so EOF and timeouts behave.
 
-    (paramiko.ProxyCommand spins on a dead command until its timeout.)"""
+    (paramiko.ProxyCommand spins on a dead command until its timeout.) Its stderr is
+    logged (`proxy-stderr` thread), not inherited: the command outlives the mount
+    command that daemonizes, and would keep the terminal, or the pipe of whoever ran
+    `pysshfs` and waits for its output to end, open for as long as the mount lasts."""
 
     def __init__(self, command: str) -> None:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"],
                                          stdin=theirs.fileno(), stdout=theirs.fileno(),
-                                         start_new_session=True)
+                                         stderr=subprocess.PIPE, start_new_session=True)
         finally:
             theirs.close()
+        assert self.proc.stderr is not None
+        threading.Thread(target=_log_stderr, args=(self.proc.stderr,), daemon=True,
+                         name="proxy-stderr").start()
         self.sock = ours
         self.command = command
 

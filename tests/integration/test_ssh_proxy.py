@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from pysshfs.errors import MountError
 from pysshfs.ssh import ConnectRequest, connect
+from tests.support.mount import wait_for
 from tests.support.sshd import Sshd, start_sshd
 
 RELAY = Path(__file__).resolve().parents[1] / "support" / "tcprelay.py"
@@ -112,6 +115,21 @@ def test_proxycommand(servers, tmp_path):
     assert marker.read_text() == f"127.0.0.1:{target.port}\n"
 
 
+def test_proxycommand_stderr_is_logged_not_inherited(servers, tmp_path, caplog):
+    target = servers("target")
+    cfg = tmp_path / "cfg"
+    cfg.write_text(block("target", target,
+                         f"ProxyCommand sh -c 'printf \"hi\\033[2J\\\\n\" >&2; "
+                         f"exec {sys.executable} {RELAY} %h %p {tmp_path / 'ran'}'"))
+    with caplog.at_level(logging.WARNING, logger="pysshfs.ssh.proxy"), \
+            connect(ConnectRequest(host="target", config_file=str(cfg))) as conn:
+        conn.open_sftp_channel().close()
+        assert wait_for(lambda: any("ProxyCommand: hi" in r.getMessage()
+                                    for r in caplog.records), 10), caplog.text
+    line = next(r.getMessage() for r in caplog.records if "ProxyCommand: hi" in r.getMessage())
+    assert line == "ProxyCommand: hi\\x1b[2J", line  # escaped, one line
+
+
 def test_proxycommand_failing(servers, tmp_path):
     target = servers("target")
     cfg = tmp_path / "cfg"
@@ -120,3 +138,34 @@ def test_proxycommand_failing(servers, tmp_path):
         connect(ConnectRequest(host="target", config_file=str(cfg), options={
             "ConnectTimeout": "5"}))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("via", ["ProxyJump", "ProxyCommand"])
+def test_files_go_through_a_jump_host_or_a_proxy_command(servers, tmp_path, mounter, via):
+    """Requests and replies over a stream that is no TCP socket of ours (a jump host's
+    channel, a command's pipes): the SFTP packets go through paramiko's own socket code."""
+    target = servers("target")
+    if via == "ProxyJump":
+        text = block("target", target, "ProxyJump jump") + block("jump", servers("jump"))
+    else:
+        text = block("target", target,
+                     f"ProxyCommand {sys.executable} {RELAY} %h %p {tmp_path / 'ran'}")
+    cfg = tmp_path / "cfg"
+    cfg.write_text(text)
+    root = target.root / "via"
+    root.mkdir()
+    served = os.urandom(3 << 20)
+    (root / "served.bin").write_bytes(served)
+    mnt = mounter.new_mountpoint()
+    m = mounter(args=[f"target:{root}", str(mnt), "-F", str(cfg)], root=root, mnt=mnt)
+
+    assert (m.mnt / "served.bin").read_bytes() == served
+    written = os.urandom(3 << 20)
+    (m.mnt / "written.bin").write_bytes(written)
+    assert (root / "written.bin").read_bytes() == written
+    names = {f"n{i:02d}" for i in range(50)}
+    for name in names:
+        (m.mnt / name).write_text(name)
+    assert names <= set(os.listdir(m.mnt))
+    assert all((root / n).read_text() == n for n in names)
+    m.unmount()
