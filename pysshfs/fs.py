@@ -391,13 +391,8 @@ class SSHFS(Operations):
         from a prefetch on its way, or fetched now (attrs from the READDIR replies)."""
         entries = self._cached_listing(path)
         if entries is None and self.prefetch is not None:
-            pending = self.prefetch.pending(path)
-            if pending is not None:
-                self._wait_prefetch(pending)
-                entries = self._cached_listing(path)
-        if entries is None and self.prefetch is not None:
             fut, mine = self.prefetch.claim(path)
-            if not mine:  # a prefetch began meanwhile
+            if not mine:  # a prefetch is on the wire
                 self._wait_prefetch(fut)
                 entries = self._cached_listing(path)
             else:
