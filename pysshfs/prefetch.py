@@ -69,8 +69,11 @@ class ListingPrefetcher:
 
     # --- what fs asks ---------------------------------------------------------------------
     def pending(self, path: str) -> Future | None:
-        """The listing of `path` on its way, if one is."""
+        """The listing of `path` on its way, if one is; still queued, it goes on top:
+        the caller is about to wait for it."""
         with self._lock:
+            if path in self._queue:
+                self._queue.move_to_end(path)
             return self._pending.get(path)
 
     def claim(self, path: str) -> tuple[Future, bool]:

@@ -47,12 +47,14 @@ def busy() -> Iterator[tuple[_Fetches, ListingPrefetcher]]:
     prefetcher.close()
 
 
-def test_the_newest_queued_listing_goes_first(busy: tuple[_Fetches, ListingPrefetcher]) -> None:
+def test_the_newest_or_awaited_queued_listing_goes_first(
+        busy: tuple[_Fetches, ListingPrefetcher]) -> None:
     fetches, prefetcher = busy
     for path in ("/a", "/b", "/c"):
         prefetcher.start(path)
     prefetcher.start("/a")  # asked again: back on top
-    assert fetches.after_release(prefetcher.pending("/b")) == ["/hold", "/a", "/c", "/b"]
+    awaited = prefetcher.pending("/b")  # someone waits for it: on top of all
+    assert fetches.after_release(awaited) == ["/hold", "/b", "/a", "/c"]
 
 
 def test_a_walk_queues_the_first_subdirectory_on_top(
