@@ -122,13 +122,12 @@ class ListingPrefetcher:
             fut = Future()
             self._pending[path] = fut
             self._queue[path] = (depth, fut)
+            self._wake.notify()
             if len(self._queue) > self._idle and len(self._threads) < self._workers:
                 worker = threading.Thread(target=self._work, daemon=True,
                                           name=f"prefetch_{len(self._threads)}")
                 self._threads.append(worker)
                 worker.start()
-            else:
-                self._wake.notify()
         return fut
 
     def _start_all(self, paths: list[str], depth: int) -> None:
