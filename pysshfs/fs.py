@@ -28,7 +28,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
@@ -120,24 +120,38 @@ class _Snapshot(Sequence[tuple[str, "dict[str, Any] | None"]]):
             return [self[j] for j in range(*i.indices(len(self)))]
         if i < 0:
             i += len(self)
-        if i < 2:
-            if i < 0:
-                raise IndexError(i)
-            return ("." if i == 0 else "..", None)
-        name, mode, attrs = self.entries[i - 2]
-        # Subdirectories always: reading a directory voids its cached atime in the
-        # kernel, and a walker's next lstat of it would cost a GETATTR.
-        shown: dict[str, Any] = {"st_mode": mode}
-        if not (self.with_attrs or stat.S_ISDIR(mode)):
-            return (name, shown)
-        if attrs is None:  # a cached listing: the attribute cache may still hold them
-            attrs = self.fs.cache.attrs(f"{self.base}/{name}")
-        if attrs is not None:
-            try:
-                shown = self.fs._stat_of(f"{self.base}/{name}", attrs)
-            except OSError:  # idmap nomap=error: the entry is listed, its stat fails
-                pass
-        return (name, shown)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return next(self.iter_from(i))
+
+    def iter_from(self, start: int) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """The entries from position `start` on, made as they are taken: the fill loop
+        stops where the kernel's buffer is full (one generator, not an index lookup,
+        a bound check and attribute fetches per entry)."""
+        if start <= 0:
+            yield (".", None)
+        if start <= 1:
+            yield ("..", None)
+        fs, base, with_attrs = self.fs, self.base, self.with_attrs
+        stat_of, held_attrs, is_dir = fs._stat_of, fs.cache.attrs, stat.S_ISDIR
+        entries = self.entries
+        for k in range(max(0, start - 2), len(entries)):
+            name, mode, attrs = entries[k]
+            # Subdirectories always: reading a directory voids its cached atime in the
+            # kernel, and a walker's next lstat of it would cost a GETATTR.
+            if not with_attrs and not is_dir(mode):
+                yield (name, {"st_mode": mode})
+                continue
+            path = f"{base}/{name}"
+            if attrs is None:  # a cached listing: the attribute cache may still hold them
+                attrs = held_attrs(path)
+            shown: dict[str, Any] = {"st_mode": mode}
+            if attrs is not None:
+                try:
+                    shown = stat_of(path, attrs)
+                except OSError:  # idmap nomap=error: the entry is listed, its stat fails
+                    pass
+            yield (name, shown)
 
 
 class SSHFS(Operations):
@@ -158,6 +172,9 @@ class SSHFS(Operations):
         self.force_gid: int | None = opts.gid
         self.umask: int = opts.umask or 0
         self.ids = self._id_mapper(opts)
+        ids = self.ids  # ids shown as the server gives them, whatever they are
+        self._ids_identity = type(ids) is IdMapper and not (
+            ids.uids or ids.gids or ids.strict_uids or ids.strict_gids)
         self.links = SymlinkPolicy(session.root,
                                    transform=opts.transform_symlinks,
                                    contain=not opts.no_contain_symlinks)
@@ -287,19 +304,22 @@ class SSHFS(Operations):
         return attrs
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
-        self.ids.prefetch((attrs,))  # idmap=names: both ids of a new owner in one request
         mode = attrs.mode if attrs.mode is not None else (stat.S_IFREG | 0o644)
         if self.umask:
             mode &= ~self.umask
         size = attrs.size or 0
-        uid = self.ids.uid_to_local(attrs.uid if attrs.uid is not None else 0)
-        gid = self.ids.gid_to_local(attrs.gid if attrs.gid is not None else 0)
+        uid = attrs.uid or 0
+        gid = attrs.gid or 0
+        if not self._ids_identity:  # (a call less per id of every listed entry otherwise)
+            self.ids.prefetch((attrs,))  # idmap=names: both ids of a new owner in one request
+            uid = self.ids.uid_to_local(uid)
+            gid = self.ids.gid_to_local(gid)
         if self.force_uid is not None:
             uid = self.force_uid
         if self.force_gid is not None:
             gid = self.force_gid
-        mtime = (attrs.mtime or 0) * 10**9
-        atime = (attrs.atime or 0) * 10**9 if attrs.atime is not None else mtime
+        mtime = (attrs.mtime or 0) * 1_000_000_000
+        atime = attrs.atime * 1_000_000_000 if attrs.atime is not None else mtime
         return {
             "st_mode": mode,
             "st_size": size,
@@ -371,13 +391,8 @@ class SSHFS(Operations):
         from a prefetch on its way, or fetched now (attrs from the READDIR replies)."""
         entries = self._cached_listing(path)
         if entries is None and self.prefetch is not None:
-            pending = self.prefetch.pending(path)
-            if pending is not None:
-                self._wait_prefetch(pending)
-                entries = self._cached_listing(path)
-        if entries is None and self.prefetch is not None:
             fut, mine = self.prefetch.claim(path)
-            if not mine:  # a prefetch began meanwhile
+            if not mine:  # a prefetch is on the wire
                 self._wait_prefetch(fut)
                 entries = self._cached_listing(path)
             else:

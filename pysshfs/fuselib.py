@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -236,18 +237,19 @@ class FUSE(mfusepy.FUSE):
             return self._readdir(path, buf, filler, offset, fip)
         decoded = None if path is None else path.decode(self.encoding, self.errors)
         entries = self.operations.readdir_plus(decoded, fip.contents.fh, offset)
-        plus = bool(flags & FUSE_READDIR_PLUS)
+        plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
         st = mfusepy.c_stat()
         fill_stat, encoding, errors = _STAT.fill, self.encoding, self.errors
-        for position in range(offset, len(entries)):
-            name, attrs = entries[position]
-            fill = 0
+        iter_from = getattr(entries, "iter_from", None)
+        position = offset
+        for name, attrs in (iter_from(offset) if iter_from is not None
+                            else itertools.islice(entries, offset, None)):
+            position += 1
+            shown, fill = None, 0
             if attrs is not None:
                 fill_stat(st, attrs)
-                if plus and "st_size" in attrs:
-                    fill = FUSE_FILL_DIR_PLUS
-            if filler(buf, name.encode(encoding, errors),
-                      st if attrs is not None else None, position + 1, fill) != 0:
+                shown, fill = st, plus if "st_size" in attrs else 0
+            if filler(buf, name.encode(encoding, errors), shown, position, fill) != 0:
                 break
         return 0
 

@@ -14,6 +14,13 @@ Bounded: at most `workers` listings on the wire, `max_queued` waiting, each list
 tried again for a while). Results go through the ordinary cache, stamped with the time the
 listing was asked for, so nothing prefetched is believed longer than cache_timeout.
 `close()` (unmount) drops what is queued; listings on the wire finish or fail on their own.
+
+Order: newest first (a stack). A walker goes depth first: the subdirectories of what it
+just read come next, before the siblings found earlier, so they are queued last and taken
+first, and one asked for again goes back on top. A listing the kernel wants while it is
+still queued is taken over by the kernel's thread (`claim`), not waited for behind the
+others. Measured on `find` over 295 directories (loopback): a first-in-first-out queue
+had the kernel wait ~300 ms in all for listings queued behind ones it needed later.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from pysshfs.cache import parent_of
 
@@ -47,9 +54,14 @@ class ListingPrefetcher:
         self.max_entries = max_entries
         self.walk_window = walk_window
         self.walk_depth = walk_depth
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prefetch")
+        self._workers = workers
         self._lock = threading.Lock()
-        self._pending: dict[str, Future] = {}  # GUARDED_BY(_lock)
+        self._wake = threading.Condition(self._lock)  # a listing queued, or closing
+        self._threads: list[threading.Thread] = []  # GUARDED_BY(_lock)
+        self._idle = 0  # workers waiting for a listing; GUARDED_BY(_lock)
+        self._pending: dict[str, Future] = {}  # GUARDED_BY(_lock): queued or on the wire
+        # the queued ones (no worker yet): path -> (depth, future), taken from the end
+        self._queue: OrderedDict[str, tuple[int, Future]] = OrderedDict()  # GUARDED_BY(_lock)
         self._too_big: OrderedDict[str, float] = OrderedDict()  # path -> when found too big
         # directories the kernel read -> (when, their subdirectories)
         self._read: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
@@ -57,8 +69,11 @@ class ListingPrefetcher:
 
     # --- what fs asks ---------------------------------------------------------------------
     def pending(self, path: str) -> Future | None:
-        """The listing of `path` on its way, if one is."""
+        """The listing of `path` on its way, if one is; still queued, it goes on top:
+        the caller is about to wait for it."""
         with self._lock:
+            if path in self._queue:
+                self._queue.move_to_end(path)
             return self._pending.get(path)
 
     def claim(self, path: str) -> tuple[Future, bool]:
@@ -72,21 +87,22 @@ class ListingPrefetcher:
         with self._lock:
             fut = self._pending.get(path)
             if fut is not None:
-                return fut, False
+                if self._queue.pop(path, None) is None:
+                    return fut, False  # on the wire
+                return fut, True  # taken over from the queue: the kernel waits for it
             fut = Future()
             self._pending[path] = fut
             siblings = self._walk_siblings(path, parent_of(path), time.monotonic())
-        for sub in siblings:
-            self.start(sub, self.walk_depth)
+        self._start_all(siblings, self.walk_depth)
         return fut, True
 
     def finish(self, path: str, fut: Future) -> None:
         self._finish(path, fut, None)
 
     def start(self, path: str, depth: int = 0) -> Future | None:
-        """List `path` in the background (no-op when on its way, fresh in the cache,
-        queued full, or known to be too big); the Future resolves once its listing is in
-        the cache."""
+        """List `path` in the background (no-op when on the wire, fresh in the cache,
+        queued full, or known to be too big; one already queued goes back on top); the
+        Future resolves once its listing is in the cache."""
         if self._is_fresh(path):
             return None
         with self._lock:
@@ -94,6 +110,9 @@ class ListingPrefetcher:
                 return None
             fut = self._pending.get(path)
             if fut is not None:
+                queued = self._queue.pop(path, None)
+                if queued is not None:
+                    self._queue[path] = (max(depth, queued[0]), fut)
                 return fut
             if len(self._pending) >= self.max_queued:
                 return None
@@ -102,12 +121,19 @@ class ListingPrefetcher:
                 return None
             fut = Future()
             self._pending[path] = fut
-        try:
-            self._pool.submit(self._run, path, depth, fut)
-        except RuntimeError:  # shut down meanwhile
-            self._finish(path, fut, None)
-            return None
+            self._queue[path] = (depth, fut)
+            self._wake.notify()
+            if len(self._queue) > self._idle and len(self._threads) < self._workers:
+                worker = threading.Thread(target=self._work, daemon=True,
+                                          name=f"prefetch_{len(self._threads)}")
+                self._threads.append(worker)
+                worker.start()
         return fut
+
+    def _start_all(self, paths: list[str], depth: int) -> None:
+        """start() each, the first last: it is then taken first (see the module doc)."""
+        for path in reversed(paths):
+            self.start(path, depth)
 
     def read_by_kernel(self, path: str, parent: str, subdirs: list[str]) -> None:
         """The kernel read `path` (whose subdirectories are `subdirs`): when its parent was
@@ -122,8 +148,7 @@ class ListingPrefetcher:
             walking = path != parent and seen is not None and now - seen[0] <= self.walk_window
             siblings = self._walk_siblings(path, parent, now) if walking else []
         if walking:
-            for sub in [*subdirs, *siblings]:
-                self.start(sub, self.walk_depth)
+            self._start_all([*subdirs, *siblings], self.walk_depth)
 
     def _walk_siblings(self, path: str, parent: str, now: float) -> list[str]:
         """When `parent` was read just before `path` (a walk): the parent's other
@@ -139,11 +164,27 @@ class ListingPrefetcher:
         with self._lock:
             self._closed = True
             pending = list(self._pending.items())
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self._queue.clear()
+            self._wake.notify_all()
         for path, fut in pending:
             self._finish(path, fut, None)
 
     # --- worker -----------------------------------------------------------------------------
+    def _work(self) -> None:
+        """A worker thread: the newest queued listing, until closed."""
+        while True:
+            with self._lock:
+                while not self._queue and not self._closed:
+                    self._idle += 1
+                    try:
+                        self._wake.wait()
+                    finally:
+                        self._idle -= 1
+                if self._closed:
+                    return
+                path, (depth, fut) = self._queue.popitem()
+            self._run(path, depth, fut)
+
     def _run(self, path: str, depth: int, fut: Future) -> None:
         subdirs: list[str] | None = None
         try:
@@ -159,8 +200,7 @@ class ListingPrefetcher:
         finally:
             self._finish(path, fut, subdirs)
         if subdirs and depth > 0:
-            for sub in subdirs:
-                self.start(sub, depth - 1)
+            self._start_all(subdirs, depth - 1)
 
     def _finish(self, path: str, fut: Future, result: list[str] | None) -> None:
         with self._lock:

@@ -100,18 +100,26 @@ class ListingGuard:
     def accept(self, batch: Iterable[tuple[bytes, bytes, Attrs]]) -> list[tuple[bytes, Attrs]]:
         """The entries of one READDIR reply worth keeping: (name, attrs)."""
         kept: list[tuple[bytes, Attrs]] = []
+        keep = kept.append
+        entries = name_bytes = 0
         for name, _longname, attrs in batch:
-            if name == b"." or name == b"..":
+            size = len(name)
+            # bad_name_reason's test, inline (this runs once per entry of every listing)
+            if 0 < size <= NAME_MAX and b"/" not in name and b"\0" not in name:
+                if name == b"." or name == b"..":
+                    continue
+                entries += 1
+                name_bytes += size
+                keep((name, attrs))
                 continue
-            self.entries += 1
-            self.name_bytes += len(name)
-            reason = bad_name_reason(name)
-            if reason is None:
-                kept.append((name, attrs))
-                continue
+            entries += 1
+            name_bytes += size
+            reason = bad_name_reason(name) or "not a name"
             self.skipped += 1
             if len(self.examples) < 5:
                 self.examples.append((name[:64], reason))
+        self.entries += entries
+        self.name_bytes += name_bytes
         if self.entries > MAX_LISTING_ENTRIES or self.name_bytes > MAX_LISTING_NAME_BYTES:
             self._too_big()
         return kept
