@@ -346,7 +346,8 @@ class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
     def __init__(self, stream: Stream, *, name: str = "sftp",
-                 traffic: Traffic | None = None, request_timeout: float = 0.0) -> None:
+                 traffic: Traffic | None = None, request_timeout: float = 0.0,
+                 first_id: int = 1) -> None:
         self.name = name
         self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
         self.request_timeout = request_timeout  # seconds; 0 = wait for ever
@@ -358,7 +359,8 @@ class SFTPClient:
         self.closed = False
         self.on_closed: Callable[[BaseException | None], None] | None = None
         self._stream = stream
-        self._ids = itertools.count(1)
+        # (a second client on one connection starts elsewhere: ids in -d logs stay unique)
+        self._ids = itertools.count(first_id)
         self._pending: dict[int, _Request] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
