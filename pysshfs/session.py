@@ -264,7 +264,9 @@ class Session:
                                 request_timeout=self.io_timeout, first_id=BULK_FIRST_ID)
             client.start()
         except Exception as exc:  # noqa: BLE001 - whatever it was, writes use one channel
-            log.info("%s: no bulk channel (%s): big writes use the one channel", where, exc)
+            if not self.closed:
+                log.info("%s: no bulk channel (%s): big writes use the one channel", where,
+                         exc)
             if client is not None:
                 self._close_quietly(client)
             return
@@ -285,7 +287,7 @@ class Session:
         client.on_closed = lambda exc: self._bulk_lost(client)
         if client.closed:
             self._bulk_lost(client)
-        log.debug("%s: bulk channel open", where)
+        log.info("%s: bulk channel open", where)
 
     def _bulk_lost(self, client: SFTPClient) -> None:
         with self._cond:

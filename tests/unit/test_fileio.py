@@ -486,3 +486,17 @@ def test_another_handle_reads_what_a_bulk_write_put_there(bulk_at_once: None) ->
     _land_later(remote)
     assert reader.read(4096, 0) == b"A" * 4096
     writer.release()
+
+
+def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: None) -> None:
+    remote = TwoLaneRemote(b"\0" * 8192)
+    synced_with_held: list[int] = []
+    remote.fsync = lambda handle: synced_with_held.append(len(remote.held))  # type: ignore
+    writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    other = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
+    writer.write(b"A" * 4096, 0)
+    assert remote.held
+    _land_later(remote)
+    other.fsync(use_extension=True)
+    assert synced_with_held == [0]  # FSYNC went out once the bulk write had landed
+    writer.release()
