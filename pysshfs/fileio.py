@@ -168,6 +168,10 @@ ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
 # pay; a smaller file would only pay the second OPEN's round trip.
 BULK_AFTER = 2 * 1024 * 1024
 BULK_MIN_PIECE = 64 * 1024  # smaller writes stay on the main channel
+# ... and only while the oldest write not answered yet was sent this long ago: at a round
+# trip of 5 ms one window already carries 400 MB/s, more than a connection moves here
+# (on loopback a second channel only costs CPU: 256 MiB, +0.1 s of the daemon's).
+BULK_MIN_WAIT = 0.005
 # Files with a handle on the bulk channel; read and written unlocked where it is only
 # tested for being empty (a stale look: see OpenFile.settle_bulk's callers).
 _BULK_FILES: set[OpenFile] = set()
@@ -231,8 +235,8 @@ class OpenFile:
         self._ahead = (0, 0)  # readahead span beyond the kernel's last request: [lo, hi)
         self._starved = False  # readahead stopped short of _ahead for the link's cap
         # write-behind state
-        # (fut, n, offset, data, sent on the bulk channel)
-        self._pending: deque[tuple[Future, int, int, Any, bool]] = deque()
+        # (fut, n, offset, data, sent on the bulk channel, when sent)
+        self._pending: deque[tuple[Future, int, int, Any, bool, float]] = deque()
         self._bulk = False  # has a handle on the bulk channel (TWO CHANNELS)
         self._bulk_at = BULK_AFTER  # written this far, ask for a bulk handle (-1: never)
         self._lane_unacked = [0, 0]  # bytes unacknowledged on the main, the bulk channel
@@ -537,6 +541,12 @@ class OpenFile:
             self.high_water = max(self.high_water, offset + len(data))
             start_bulk = 0 <= self._bulk_at <= self.high_water \
                 and len(data) >= BULK_MIN_PIECE and not self._bulk
+            if start_bulk and BULK_MIN_WAIT > 0 and (
+                    not self._pending or time.monotonic() - self._pending[0][5] < BULK_MIN_WAIT):
+                # Replies come quicker than a round trip that matters (loopback, a LAN):
+                # one channel's window is not what bounds this file; look again later.
+                self._bulk_at = self.high_water + BULK_AFTER
+                start_bulk = False
             if start_bulk:
                 self._bulk_at = -1
         if start_bulk:
@@ -554,7 +564,8 @@ class OpenFile:
                 fut, on_bulk = self.remote.write_lane_async(self.handle, offset + pos, piece,
                                                             bulk)
             with self._lock:
-                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk))
+                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk,
+                                      time.monotonic()))
                 self._unacked += len(piece)
                 self._lane_unacked[on_bulk] += len(piece)
                 self._lane_sent[on_bulk] += len(piece)
@@ -581,7 +592,7 @@ class OpenFile:
         before it, and send again first what of them was lost (TWO CHANNELS)."""
         with self._lock:
             last = -1
-            for i, (_fut, m, off, _data, on_bulk) in enumerate(self._pending):
+            for i, (_fut, m, off, _data, on_bulk, _sent) in enumerate(self._pending):
                 if (bulk or on_bulk) and off < offset + n and offset < off + m:
                     last = i
             if last < 0:
@@ -624,7 +635,7 @@ class OpenFile:
         again once the session is back.
         """
         while self._pending and self._pending[0][0].done():
-            fut, n, offset, data, on_bulk = self._pending.popleft()
+            fut, n, offset, data, on_bulk, _sent = self._pending.popleft()
             self._unacked -= n
             self._lane_unacked[on_bulk] -= n
             exc = fut.exception()

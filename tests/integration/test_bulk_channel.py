@@ -1,31 +1,52 @@
 """Big writes over two SFTP channels (fileio: TWO CHANNELS) keep one channel's order.
 
-The second channel is a second sftp-server process that runs independently of the
-first: what one descriptor wrote must still be there for the next request on the main
-channel from any descriptor (a read, a truncating open, an fsync), as it was when every
-request went in order on one channel. Files are written past fileio.BULK_AFTER, once the
-bulk channel is open (the mount logs it), and read back with direct_io (every read
-reaches the daemon), the last bytes written first (the likeliest to be still on their
-way); the server's copy is checked with plain os calls. No -d: its logging slows the
-daemon down enough for the server to catch up, hiding the race, which is lost only
-sometimes anyway: each test gives it a few chances.
+The second channel pays only where the round trip bounds one channel's upload, so the
+mounts here go through bench/netem.py's delaying proxy (RTT 10 ms); on loopback a file
+keeps to one channel. The second channel is a second sftp-server process that runs
+independently of the first: what one descriptor wrote must still be there for the next
+request on the main channel from any descriptor (a read, a truncating open, an fsync),
+as it was when every request went in order on one channel. Files are written past
+fileio.BULK_AFTER once the bulk channel is open (the mount logs it) and read back with
+direct_io (every read reaches the daemon), the last bytes written first (the likeliest to
+be still on their way); the server's copy is checked with plain os calls. The race is
+lost only sometimes: each test gives it a few chances.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
+
+from bench.netem import DelayProxy
+from tests.integration.test_request_budget import REQUEST, RequestLog
 from tests.support.mount import Mount, Mounter, wait_for
+from tests.support.sshd import Sshd
 
 MiB = 1024 * 1024
 SIZE = 6 * MiB
-TRIES = 5
+TRIES = 3
+BULK_FIRST_ID = 1 << 30  # pysshfs.session.BULK_FIRST_ID: the bulk channel's request ids
 
 
-def _mounted(mounter: Mounter) -> Mount:
-    m = mounter(["-o", "direct_io"], foreground=True)
-    assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
-    return m
+@pytest.fixture
+def delayed(sshd: Sshd, mounter: Mounter, tmp_path: Path) -> Iterator[Mounter]:
+    """`mounter` whose mounts reach sshd through a proxy with a 10 ms round trip."""
+    proxy = DelayProxy(sshd.port, rtt_ms=10)
+    known_hosts = tmp_path / "known_hosts_proxy"
+    kind, key = sshd.host_key.with_suffix(".pub").read_text().split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{proxy.port} {kind} {key}\n")
+
+    def mount(extra: list[str]) -> Mount:
+        m = mounter(["-o", f"Port={proxy.port}", "-o", f"UserKnownHostsFile={known_hosts}",
+                     *extra], foreground=True)
+        assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
+        return m
+
+    yield mount  # type: ignore[misc]
+    proxy.close()
 
 
 def _write_big(fd: int, payload: bytes) -> None:
@@ -33,8 +54,39 @@ def _write_big(fd: int, payload: bytes) -> None:
         os.pwrite(fd, payload[pos:pos + MiB], pos)
 
 
-def test_another_descriptor_reads_what_was_just_written(mounter: Mounter) -> None:
-    m = _mounted(mounter)
+def test_a_big_write_goes_over_two_channels_in_order(delayed: Mounter) -> None:
+    """A file written past fileio.BULK_AFTER gets one more OPEN (and its CLOSE), on the
+    second SFTP channel (its request ids start at BULK_FIRST_ID), and its writes go over
+    both; a rewrite of bytes still in flight on the other channel lands last. A small
+    file opens nothing more (test_request_budget.test_create_write_close)."""
+    m = delayed(["-d"])
+    log = RequestLog(m)
+    log.mark()
+    payload = bytearray(os.urandom(8 * MiB))
+    with open(m.mnt / "big.bin", "wb") as f:
+        for pos in range(0, len(payload), MiB):
+            f.write(payload[pos:pos + MiB])
+            f.flush()
+        f.seek(5 * MiB + 5)  # over bytes written a moment ago, on either channel
+        f.write(b"R" * (MiB + 7))
+        os.fsync(f.fileno())
+    payload[5 * MiB + 5:6 * MiB + 12] = b"R" * (MiB + 7)
+    log.settle("CLOSE", 2)
+    wait_for(lambda: (lambda o: o["CLOSE"] >= o["OPEN"] + o["OPENDIR"])(log.since_mark()), 10)
+    ops = log.since_mark()
+    assert (m.root / "big.bin").read_bytes() == bytes(payload)
+    # the second OPEN comes with a STAT of the file (Session.open_bulk's check)
+    assert ops["OPEN"] == 2 and ops["STAT"] == 1, ops
+    assert ops["CLOSE"] == ops["OPEN"] + ops["OPENDIR"], ops
+    ids = [int(rid) for rid, op in REQUEST.findall(m.stderr_text()[log.start:])
+           if op == "WRITE"]
+    bulk = {i for i in ids if i > BULK_FIRST_ID}
+    main = {i for i in ids if i < BULK_FIRST_ID}
+    assert bulk and main, (len(bulk), len(main))
+
+
+def test_another_descriptor_reads_what_was_just_written(delayed: Mounter) -> None:
+    m = delayed(["-o", "direct_io"])
     for i in range(TRIES):
         payload = os.urandom(SIZE)
         writer = os.open(m.mnt / f"f{i}", os.O_CREAT | os.O_WRONLY, 0o644)
@@ -51,8 +103,8 @@ def test_another_descriptor_reads_what_was_just_written(mounter: Mounter) -> Non
         assert (m.root / f"f{i}").read_bytes() == payload
 
 
-def test_a_truncating_open_comes_after_the_writes_before_it(mounter: Mounter) -> None:
-    m = _mounted(mounter)
+def test_a_truncating_open_comes_after_the_writes_before_it(delayed: Mounter) -> None:
+    m = delayed(["-o", "direct_io"])
     for i in range(TRIES):
         writer = os.open(m.mnt / f"t{i}", os.O_CREAT | os.O_WRONLY, 0o644)
         try:
@@ -65,8 +117,8 @@ def test_a_truncating_open_comes_after_the_writes_before_it(mounter: Mounter) ->
         assert (m.root / f"t{i}").read_bytes() == b"short", i
 
 
-def test_fsync_of_another_descriptor_waits_for_the_bulk_writes(mounter: Mounter) -> None:
-    m = _mounted(mounter)
+def test_fsync_of_another_descriptor_waits_for_the_bulk_writes(delayed: Mounter) -> None:
+    m = delayed(["-o", "direct_io"])
     for i in range(TRIES):
         payload = os.urandom(SIZE)
         writer = os.open(m.mnt / f"s{i}", os.O_CREAT | os.O_WRONLY, 0o644)
@@ -81,3 +133,16 @@ def test_fsync_of_another_descriptor_waits_for_the_bulk_writes(mounter: Mounter)
             os.close(other)
             os.close(writer)
         assert (m.root / f"s{i}").read_bytes() == payload
+
+
+def test_utime_after_big_writes_sticks(delayed: Mounter) -> None:
+    """(test_mount_ops.test_utime_after_write_before_close_sticks, with two channels.)"""
+    m = delayed([])
+    for i in range(TRIES):
+        fd = os.open(m.mnt / f"u{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            _write_big(fd, os.urandom(SIZE))
+            os.utime(fd, ns=(1_400_000_000 * 10**9, 1_500_000_000 * 10**9))
+        finally:
+            os.close(fd)
+        assert int(os.stat(m.root / f"u{i}").st_mtime) == 1_500_000_000, i

@@ -214,37 +214,3 @@ def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
     assert log.since_mark() == Counter({"REMOVE": 1})
     assert not (m.root / "d" / "g0").exists()
 
-
-BULK_FIRST_ID = 1 << 30  # pysshfs.session.BULK_FIRST_ID: the bulk channel's request ids
-
-
-def test_a_big_write_goes_over_two_channels_in_order(counted: tuple[Mount, RequestLog]) -> None:
-    """A file written past fileio.BULK_AFTER gets one more OPEN (and its CLOSE), on the
-    second SFTP channel (its request ids start at BULK_FIRST_ID), and its writes go over
-    both; a rewrite of bytes still in flight on the other channel lands last. A small
-    file opens nothing more (test_create_write_close)."""
-    m, log = counted
-    # opened in the background after mounting; a file written earlier asks again later
-    assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
-    log.mark()
-    MiB = 1024 * 1024
-    payload = bytearray(os.urandom(8 * MiB))
-    with open(m.mnt / "big.bin", "wb") as f:
-        for pos in range(0, len(payload), MiB):
-            f.write(payload[pos:pos + MiB])
-            f.flush()
-        f.seek(3 * MiB + 5)  # over bytes written a moment ago, on either channel
-        f.write(b"R" * (MiB + 7))
-        os.fsync(f.fileno())
-    payload[3 * MiB + 5:4 * MiB + 12] = b"R" * (MiB + 7)
-    log.settle("CLOSE", 2)
-    wait_for(lambda: (lambda o: o["CLOSE"] >= o["OPEN"] + o["OPENDIR"])(log.since_mark()), 10)
-    ops = log.since_mark()
-    assert (m.root / "big.bin").read_bytes() == bytes(payload)
-    # the second OPEN comes with a STAT of the file (Session.open_bulk's check)
-    assert ops["OPEN"] == 2 and ops["STAT"] == 1, ops
-    assert ops["CLOSE"] == ops["OPEN"] + ops["OPENDIR"], ops
-    ids = [int(rid) for rid, op in REQUEST.findall(log._text()[log.start:]) if op == "WRITE"]
-    bulk = {i for i in ids if i > BULK_FIRST_ID}
-    main = {i for i in ids if i < BULK_FIRST_ID}
-    assert bulk and main, (len(bulk), len(main))

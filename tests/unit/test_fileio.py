@@ -424,6 +424,7 @@ def bulk_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(fileio, "BULK_AFTER", 0)
     monkeypatch.setattr(fileio, "BULK_MIN_PIECE", 4096)
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
 
 
 def _land_later(remote: TwoLaneRemote, lost: bool = False, after: float = 0.2) -> None:
@@ -433,7 +434,10 @@ def _land_later(remote: TwoLaneRemote, lost: bool = False, after: float = 0.2) -
 
 
 def test_big_writes_go_over_both_channels_and_a_small_file_opens_no_second_handle(
-        ) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
     remote = TwoLaneRemote()
     small = OpenFile(remote, "/small", b"h", os.O_WRONLY, 65536, 65536)
     small.write(b"s" * 100_000, 0)
@@ -500,3 +504,19 @@ def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: 
     other.fsync(use_extension=True)
     assert synced_with_held == [0]  # FSYNC went out once the bulk write had landed
     writer.release()
+
+
+def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On loopback a second channel only costs CPU: a file whose writes are answered at
+    once (the in-memory remote) never asks for one."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 64 * 1024)
+    remote = TwoLaneRemote()
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    for pos in range(0, 4 * 1024 * 1024, 1 << 20):
+        f.write(b"x" * (1 << 20), pos)
+        f.flush()  # answered before the next write: nothing waits a round trip
+    f.release()
+    assert remote.opened_bulk == 0
