@@ -91,8 +91,8 @@ class Remote(Protocol):
     def failure_cause(self, handle: Any) -> int | None: ...
     # TWO CHANNELS (optional: a remote without them writes over one channel)
     def open_bulk(self, handle: Any) -> bool | None: ...
-    def write_lane_async(self, handle: Any, offset: int, data: Any,
-                         bulk: bool) -> tuple[Future, bool]: ...
+    def write_lane_async(self, handle: Any, offset: int, data: Any, bulk: bool,
+                         either: bool = True) -> tuple[Future, bool]: ...
 
 
 class LinkEstimate:
@@ -558,11 +558,14 @@ class OpenFile:
                 fut = self.remote.write_async(self.handle, offset + pos, piece)
                 on_bulk = False
             else:
-                bulk = len(piece) >= BULK_MIN_PIECE \
-                    and self._lane_unacked[1] <= self._lane_unacked[0]
-                self._order_before(offset + pos, len(piece), bulk)
-                fut, on_bulk = self.remote.write_lane_async(self.handle, offset + pos, piece,
-                                                            bulk)
+                # either channel (the session takes the one whose window has room),
+                # the one with less unacknowledged first
+                either = len(piece) >= BULK_MIN_PIECE
+                self._order_before(offset + pos, len(piece), either)
+                fut, on_bulk = self.remote.write_lane_async(
+                    self.handle, offset + pos, piece,
+                    either and self._lane_unacked[1] <= self._lane_unacked[0],
+                    either)
             with self._lock:
                 self._pending.append((fut, len(piece), offset + pos, piece, on_bulk,
                                       time.monotonic()))

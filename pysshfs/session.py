@@ -762,26 +762,37 @@ class Session:
         rf.bulk_handle, rf.bulk_id = handle, bulk_id
         return True
 
-    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any,
-                         bulk: bool) -> tuple[Future, bool]:
-        """A write sent on the bulk channel (`bulk`, if `rf` still has a handle there) or
-        the main one; returns the future and whether it went on the bulk channel. A bulk
+    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any, bulk: bool,
+                         either: bool = True) -> tuple[Future, bool]:
+        """A write sent on the bulk channel (`bulk`) or the main one; with `either`, on
+        the other one instead if only that one's SSH window takes it now (sending then
+        does not wait for the server). On the main one if `rf` has no handle on the bulk
+        channel now. Returns the future and whether it went on the bulk channel. A bulk
         write lost with its channel fails with a LOST errno, like one on the main
         channel: fileio sends it again, on the main channel."""
-        if bulk and rf.bulk_handle is not None:
+        client: SFTPClient | None = None
+        if rf.bulk_handle is not None and (bulk or either):
             with self._cond:
-                client, bulk_id = self._bulk, self._bulk_id
-            if client is not None and bulk_id == rf.bulk_id:
-                try:
-                    future = client.write_async(rf.bulk_handle, offset, data)
-                except OSError as exc:
-                    if exc.errno not in LOST:
-                        raise
-                    client.close()
-                    future = Future()
-                    future.set_exception(exc)
-                return _raises_floor(future, rf, offset + len(data)), True
-        return self.write_async(rf, offset, data), False
+                client, main = self._bulk, self.sftp
+                if self._bulk_id != rf.bulk_id:
+                    client = None
+            if client is not None and either and main is not None:
+                n = len(data)
+                main_room, bulk_room = main.send_room(), client.send_room()
+                if main_room is not None and bulk_room is not None \
+                        and (main_room >= n) != (bulk_room >= n):
+                    bulk = bulk_room >= n
+        if not bulk or client is None or rf.bulk_handle is None:
+            return self.write_async(rf, offset, data), False
+        try:
+            future = client.write_async(rf.bulk_handle, offset, data)
+        except OSError as exc:
+            if exc.errno not in LOST:
+                raise
+            client.close()
+            future = Future()
+            future.set_exception(exc)
+        return _raises_floor(future, rf, offset + len(data)), True
 
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
                         dst: RemoteFile, dst_offset: int) -> Future:

@@ -394,8 +394,10 @@ class TwoLaneRemote(MemoryRemote):
         self.opened_bulk += 1
         return True
 
-    def write_lane_async(self, handle: bytes, offset: int, data: object,
-                         bulk: bool) -> tuple[Future, bool]:
+    def write_lane_async(self, handle: bytes, offset: int, data: object, bulk: bool,
+                         either: bool = True) -> tuple[Future, bool]:
+        if either and self.held:  # the bulk channel's window is taken: the other one
+            bulk = False
         self.lanes.append((offset, bulk))
         if not bulk:
             return self.write_async(handle, offset, data), False
@@ -461,8 +463,10 @@ def test_an_overlapping_write_waits_for_the_bulk_write_it_follows(bulk_at_once: 
     f.write(b"A" * 4096, 0)  # the bulk channel (nothing unacknowledged on either yet)
     assert remote.lanes == [(0, True)]
     _land_later(remote)
-    f.write(b"B" * 4096, 0)  # the main channel: must not overtake A
-    assert remote.lanes[-1] == (0, False)
+    # (sent on the main channel while A holds the bulk one, B would land first)
+    f.write(b"B" * 4096, 0)
+    assert not remote.held or remote.lanes[-1] == (0, True)  # sent once A had landed
+    remote.land()
     f.flush()
     assert bytes(remote.data[:4096]) == b"B" * 4096
 
@@ -474,6 +478,7 @@ def test_a_bulk_write_lost_is_sent_again_before_a_newer_one_over_it(
     f.write(b"A" * 4096, 0)
     _land_later(remote, lost=True)
     f.write(b"B" * 4096, 0)
+    remote.land()
     f.flush()
     assert remote.main_writes == [0]  # A again, on the main channel, before B went out
     assert bytes(remote.data[:4096]) == b"B" * 4096
