@@ -168,9 +168,11 @@ ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
 # pay; a smaller file would only pay the second OPEN's round trip.
 BULK_AFTER = 2 * 1024 * 1024
 BULK_MIN_PIECE = 64 * 1024  # smaller writes stay on the main channel
-# ... and only while the oldest write not answered yet was sent this long ago: at a round
-# trip of 5 ms one window already carries 400 MB/s, more than a connection moves here
-# (on loopback a second channel only costs CPU: 256 MiB, +0.1 s of the daemon's).
+# ... and only when the file's first write waited this long for its reply (a round trip,
+# nothing queued ahead of it yet; later ones also wait behind the queue, which a busy
+# server builds on loopback too): at a round trip of 5 ms one window already carries
+# 400 MB/s, more than a connection moves here (on loopback a second channel only costs
+# CPU: 256 MiB, +0.1 s of the daemon's).
 BULK_MIN_WAIT = 0.005
 # Files with a handle on the bulk channel; read and written unlocked where it is only
 # tested for being empty (a stale look: see OpenFile.settle_bulk's callers).
@@ -241,6 +243,8 @@ class OpenFile:
         self._bulk_at = BULK_AFTER  # written this far, ask for a bulk handle (-1: never)
         self._lane_unacked = [0, 0]  # bytes unacknowledged on the main, the bulk channel
         self._lane_sent = [0, 0]  # bytes sent on each, for the log
+        self._first_sent = 0.0  # when the first write went out (monotonic)
+        self._first_reply = -1.0  # seconds it waited for its reply (-1: not yet)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
         self._unacked = 0
         self._error: OSError | None = None
@@ -541,8 +545,7 @@ class OpenFile:
             self.high_water = max(self.high_water, offset + len(data))
             start_bulk = 0 <= self._bulk_at <= self.high_water \
                 and len(data) >= BULK_MIN_PIECE and not self._bulk
-            if start_bulk and BULK_MIN_WAIT > 0 and (
-                    not self._pending or time.monotonic() - self._pending[0][5] < BULK_MIN_WAIT):
+            if start_bulk and self._first_reply_in() < BULK_MIN_WAIT:
                 # Replies come quicker than a round trip that matters (loopback, a LAN):
                 # one channel's window is not what bounds this file; look again later.
                 self._bulk_at = self.high_water + BULK_AFTER
@@ -567,13 +570,24 @@ class OpenFile:
                     either and self._lane_unacked[1] <= self._lane_unacked[0],
                     either)
             with self._lock:
-                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk,
-                                      time.monotonic()))
+                sent = time.monotonic()
+                if not self._first_sent:
+                    self._first_sent = sent
+                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk, sent))
                 self._unacked += len(piece)
                 self._lane_unacked[on_bulk] += len(piece)
                 self._lane_sent[on_bulk] += len(piece)
             fut.add_done_callback(self._write_done)
         return len(data)
+
+    def _first_reply_in(self) -> float:
+        """How long the file's first write waited for its reply (so far, if it still
+        waits): about a round trip (lock held)."""
+        if BULK_MIN_WAIT <= 0:  # (tests: always two channels)
+            return float("inf")
+        if self._first_reply >= 0:
+            return self._first_reply
+        return time.monotonic() - self._first_sent if self._first_sent else 0.0
 
     def _start_bulk(self) -> None:
         """A second handle on the bulk channel, if the session has one (TWO CHANNELS)."""
@@ -638,7 +652,9 @@ class OpenFile:
         again once the session is back.
         """
         while self._pending and self._pending[0][0].done():
-            fut, n, offset, data, on_bulk, _sent = self._pending.popleft()
+            fut, n, offset, data, on_bulk, sent = self._pending.popleft()
+            if self._first_reply < 0 and sent == self._first_sent:
+                self._first_reply = time.monotonic() - sent
             self._unacked -= n
             self._lane_unacked[on_bulk] -= n
             exc = fut.exception()
