@@ -680,7 +680,8 @@ class OpenFile:
         with self._lock:
             replay, self._replay = self._replay, []
         if replay:
-            log.info("%s: sending %d write(s) again after reconnect", self.path, len(replay))
+            log.info("%s: sending %d write(s) again that a lost connection or channel "
+                     "swallowed", self.path, len(replay))
         for i, (offset, data) in enumerate(replay):
             try:
                 self.remote.write(self.handle, offset, data)

@@ -14,7 +14,10 @@ lost only sometimes: each test gives it a few chances.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import pytest
 
 from bench.netem import DelayProxy
 from tests.integration.test_request_budget import REQUEST, RequestLog
+from tests.support.faultproxy import FaultProxy
 from tests.support.mount import Mount, Mounter, wait_for
 from tests.support.sshd import Sshd
 
@@ -146,3 +150,94 @@ def test_utime_after_big_writes_sticks(delayed: Mounter) -> None:
         finally:
             os.close(fd)
         assert int(os.stat(m.root / f"u{i}").st_mtime) == 1_500_000_000, i
+
+
+def _sftp_servers(sshd: Sshd) -> list[tuple[int, int]]:
+    """(start time in clock ticks, pid) of the sftp-server processes under `sshd`."""
+    assert sshd.proc is not None
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if b"sftp-server" not in cmd:
+            continue
+        pid, parent = int(entry), int(fields[1])
+        while parent > 1 and parent != sshd.proc.pid:  # under this sshd?
+            try:
+                parent = int(Path(f"/proc/{parent}/stat").read_text()
+                             .rsplit(")", 1)[1].split()[1])
+            except OSError:
+                parent = 0
+        if parent == sshd.proc.pid:
+            found.append((int(fields[19]), pid))
+    return sorted(found)
+
+
+def _sha256(data: bytes | Path) -> str:
+    return hashlib.sha256(data if isinstance(data, bytes) else data.read_bytes()).hexdigest()
+
+
+def test_the_bulk_channel_dying_alone_loses_nothing(delayed: Mounter, sshd: Sshd) -> None:
+    """Its sftp-server killed under a big write: its writes in flight fail as lost and are
+    sent again on the main channel, which goes on (no reconnect)."""
+    before = set(_sftp_servers(sshd))
+    m = delayed(["-d"])
+    ours = [p for p in _sftp_servers(sshd) if p not in before]
+    assert len(ours) == 2, ours  # the main channel's server, then the bulk one's
+    bulk_pid = ours[-1][1]
+    payload = os.urandom(24 * MiB)
+    fd = os.open(m.mnt / "k", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        for pos in range(0, len(payload), MiB):
+            if pos == 8 * MiB:
+                assert "writing over two channels" in m.stderr_text()
+                os.kill(bulk_pid, signal.SIGKILL)
+            os.pwrite(fd, payload[pos:pos + MiB], pos)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert _sha256(m.root / "k") == _sha256(payload)
+    assert "write(s) again" in m.stderr_text()  # some were in flight on the bulk channel
+    assert "reconnected" not in m.stderr_text()
+
+
+def test_a_cut_during_a_two_channel_write_loses_nothing(sshd: Sshd, mounter: Mounter,
+                                                        tmp_path: Path) -> None:
+    """dd conv=fsync over two channels, the connection cut under it: an identical file
+    (the writes of both channels in flight are sent again once reconnected)."""
+    faults = FaultProxy(sshd.port)
+    delay = DelayProxy(faults.port, rtt_ms=10)
+    try:
+        known_hosts = tmp_path / "known_hosts_proxy"
+        kind, key = sshd.host_key.with_suffix(".pub").read_text().split()[:2]
+        known_hosts.write_text(f"[127.0.0.1]:{delay.port} {kind} {key}\n")
+        m = mounter(["-d", "-o", f"Port={delay.port}", "-o",
+                     f"UserKnownHostsFile={known_hosts}"], foreground=True)
+        assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
+        src = tmp_path / "src.bin"
+        src.write_bytes(os.urandom(48 * MiB))
+        dst = m.root / "big.bin"
+        dd = subprocess.Popen(["dd", f"if={src}", f"of={m.mnt / 'big.bin'}", "bs=1M",
+                               "conv=fsync", "status=none"], stderr=subprocess.PIPE)
+        try:
+            accepted = faults.accepted
+            assert wait_for(lambda: dst.exists() and dst.stat().st_size >= 16 * MiB, 60)
+            assert "writing over two channels" in m.stderr_text()
+            assert faults.cut() >= 1
+            assert wait_for(lambda: faults.accepted > accepted, 30), "no reconnect"
+            _, err = dd.communicate(timeout=180)
+        finally:
+            if dd.poll() is None:
+                dd.kill()
+                dd.wait()
+        assert dd.returncode == 0, err.decode()
+        assert _sha256(dst) == _sha256(src)
+        assert "reconnected" in m.stderr_text()
+    finally:
+        delay.close()
+        faults.close()
