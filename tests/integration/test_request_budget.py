@@ -213,4 +213,3 @@ def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
     os.unlink(m.mnt / "d" / "g0")
     assert log.since_mark() == Counter({"REMOVE": 1})
     assert not (m.root / "d" / "g0").exists()
-
