@@ -44,6 +44,19 @@ wait for ever (a reader and a writer on one handle were enough). So a READ is fi
 sent with the lock released, and its future recorded under the lock again; another
 thread that wants the same chunk waits on `_claims_done` for it (the sender never waits
 for anything but the send itself). Writes were already sent outside the lock.
+
+TWO CHANNELS. A file written past BULK_AFTER bytes gets a second handle on the session's
+bulk channel (Session.open_bulk: its own 2 MiB window at the server, which is what bounds
+one channel's upload to 2 MiB per round trip), and its big writes go out over both, the
+one with fewer bytes unacknowledged first. The two channels are two sftp-server processes
+that do not wait for each other, so order is kept here: a write overlapping one not yet
+settled (retired from `_pending`) waits for it and everything sent before it when either
+of the two is on the bulk channel (`_order_before`), and one that came back lost is sent
+again (`_send_replay`) before the new one goes out. Other handles on the same path see
+this file's bulk writes before they read or write (`_BULK_FILES`, `settle_bulk`), as
+they did when everything went in order on one channel; the drain before flush, fsync,
+truncate, copy and close waits for both channels, and FSYNC through the main handle
+syncs the file whichever handle wrote it.
 """
 
 from __future__ import annotations
@@ -76,6 +89,10 @@ class Remote(Protocol):
     def close_handle(self, handle: Any) -> None: ...
     def fsync(self, handle: Any) -> None: ...
     def failure_cause(self, handle: Any) -> int | None: ...
+    # TWO CHANNELS (optional: a remote without them writes over one channel)
+    def open_bulk(self, handle: Any) -> bool | None: ...
+    def write_lane_async(self, handle: Any, offset: int, data: Any, bulk: bool,
+                         either: bool = True) -> tuple[Future, bool]: ...
 
 
 class LinkEstimate:
@@ -145,12 +162,40 @@ class LinkEstimate:
 
 
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
+
+# A file written through one handle past this many bytes also writes over the bulk
+# channel (TWO CHANNELS): one channel's window (2 MiB) is where a second one starts to
+# pay; a smaller file would only pay the second OPEN's round trip.
+BULK_AFTER = 2 * 1024 * 1024
+BULK_MIN_PIECE = 64 * 1024  # smaller writes stay on the main channel
+# ... and only when the file's first write waited this long for its reply (a round trip,
+# nothing queued ahead of it yet; later ones also wait behind the queue, which a busy
+# server builds on loopback too): at a round trip of 5 ms one window already carries
+# 400 MB/s, more than a connection moves here (on loopback a second channel only costs
+# CPU: 256 MiB, +0.1 s of the daemon's).
+BULK_MIN_WAIT = 0.005
+# Files with a handle on the bulk channel; read and written unlocked where it is only
+# tested for being empty (a stale look: see OpenFile.settle_bulk's callers).
+_BULK_FILES: set[OpenFile] = set()
+_BULK_LOCK = threading.Lock()
 LINK = LinkEstimate(8 * 1024 * 1024)  # the one connection's link, shared by every file
 
 
 # Reads this many of their own size off the stream's end still count as sequential, and
 # readahead chunks are kept that far behind it (kernel readahead reordered, see read()).
 REORDER_READS = 4
+
+
+def settle_bulk_writes(path: str, but: OpenFile | None = None) -> None:
+    """Wait for the writes sent on the bulk channel by the open files of `path` (but one):
+    before a request on the main channel that must come after them, as it did when both
+    went in order on one channel (a read, an open, a utime or chmod: TWO CHANNELS)."""
+    if not _BULK_FILES:
+        return
+    with _BULK_LOCK:
+        files = [f for f in _BULK_FILES if f is not but and f.path == path]
+    for f in files:
+        f.settle_bulk()
 
 
 class _Claim:
@@ -192,7 +237,14 @@ class OpenFile:
         self._ahead = (0, 0)  # readahead span beyond the kernel's last request: [lo, hi)
         self._starved = False  # readahead stopped short of _ahead for the link's cap
         # write-behind state
-        self._pending: deque[tuple[Future, int, int, Any]] = deque()  # (fut, n, offset, data)
+        # (fut, n, offset, data, sent on the bulk channel, when sent)
+        self._pending: deque[tuple[Future, int, int, Any, bool, float]] = deque()
+        self._bulk = False  # has a handle on the bulk channel (TWO CHANNELS)
+        self._bulk_at = BULK_AFTER  # written this far, ask for a bulk handle (-1: never)
+        self._lane_unacked = [0, 0]  # bytes unacknowledged on the main, the bulk channel
+        self._lane_sent = [0, 0]  # bytes sent on each, for the log
+        self._first_sent = 0.0  # when the first write went out (monotonic)
+        self._first_reply = -1.0  # seconds it waited for its reply (-1: not yet)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
         self._unacked = 0
         self._error: OSError | None = None
@@ -235,6 +287,8 @@ class OpenFile:
     def read(self, size: int, offset: int) -> bytes:
         if self._pending:
             self.drain()  # a read must see this handle's own writes
+        if _BULK_FILES:
+            self._settle_others()  # ... and those of others, as on one channel
         with self._lock:
             expected = self._next_expected
             # The kernel's readahead has several READs in flight and libfuse's threads
@@ -481,21 +535,109 @@ class OpenFile:
         self._raise_error()
         if self._replay:
             self._send_replay()  # older bytes first, or they would overwrite newer ones
+        if _BULK_FILES:
+            self._settle_others()
         view = memoryview(data)
         with self._lock:
             self._drop_chunks()
             self._next_expected = -1
             self.wrote = True
             self.high_water = max(self.high_water, offset + len(data))
+            start_bulk = 0 <= self._bulk_at <= self.high_water \
+                and len(data) >= BULK_MIN_PIECE and not self._bulk
+            if start_bulk and self._first_reply_in() < BULK_MIN_WAIT:
+                # Replies come quicker than a round trip that matters (loopback, a LAN):
+                # one channel's window is not what bounds this file; look again later.
+                self._bulk_at = self.high_water + BULK_AFTER
+                start_bulk = False
+            if start_bulk:
+                self._bulk_at = -1
+        if start_bulk:
+            self._start_bulk()
         for pos in range(0, len(data), self.chunk_write):
             piece = view[pos:pos + self.chunk_write]
             self._wait_for_room(len(piece))
-            fut = self.remote.write_async(self.handle, offset + pos, piece)
+            if not self._bulk:
+                fut = self.remote.write_async(self.handle, offset + pos, piece)
+                on_bulk = False
+            else:
+                # either channel (the session takes the one whose window has room),
+                # the one with less unacknowledged first
+                either = len(piece) >= BULK_MIN_PIECE
+                self._order_before(offset + pos, len(piece), either)
+                fut, on_bulk = self.remote.write_lane_async(
+                    self.handle, offset + pos, piece,
+                    either and self._lane_unacked[1] <= self._lane_unacked[0],
+                    either)
             with self._lock:
-                self._pending.append((fut, len(piece), offset + pos, piece))
+                sent = time.monotonic()
+                if not self._first_sent:
+                    self._first_sent = sent
+                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk, sent))
                 self._unacked += len(piece)
+                self._lane_unacked[on_bulk] += len(piece)
+                self._lane_sent[on_bulk] += len(piece)
             fut.add_done_callback(self._write_done)
         return len(data)
+
+    def _first_reply_in(self) -> float:
+        """How long the file's first write waited for its reply (so far, if it still
+        waits): about a round trip (lock held)."""
+        if BULK_MIN_WAIT <= 0:  # (tests: always two channels)
+            return float("inf")
+        if self._first_reply >= 0:
+            return self._first_reply
+        return time.monotonic() - self._first_sent if self._first_sent else 0.0
+
+    def _start_bulk(self) -> None:
+        """A second handle on the bulk channel, if the session has one (TWO CHANNELS)."""
+        open_bulk = getattr(self.remote, "open_bulk", None)
+        opened = open_bulk(self.handle) if open_bulk is not None else False
+        if not opened:
+            if opened is None:  # no bulk channel yet: ask again further on
+                with self._lock:
+                    self._bulk_at = self.high_water + BULK_AFTER
+            return
+        with _BULK_LOCK:
+            _BULK_FILES.add(self)
+        self._bulk = True
+        log.debug("%s: writing over two channels", self.path)
+
+    def _order_before(self, offset: int, n: int, bulk: bool) -> None:
+        """Before a write of [offset, offset+n) goes out: if it overlaps a write not
+        settled yet and either is on the bulk channel, wait for that one and all sent
+        before it, and send again first what of them was lost (TWO CHANNELS)."""
+        with self._lock:
+            last = -1
+            for i, (_fut, m, off, _data, on_bulk, _sent) in enumerate(self._pending):
+                if (bulk or on_bulk) and off < offset + n and offset < off + m:
+                    last = i
+            if last < 0:
+                return
+            waiting = [entry[0] for entry in itertools.islice(self._pending, last + 1)]
+        for fut in waiting:
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - judged by _retire_done
+                pass
+        with self._lock:
+            self._retire_done()
+        if self._replay:
+            self._send_replay()
+
+    def settle_bulk(self) -> None:
+        """Wait until the server has answered every write this handle sent on the bulk
+        channel (for another handle of the file; errors stay for this one's owner)."""
+        with self._lock:
+            waiting = [entry[0] for entry in self._pending if entry[4]]
+        for fut in waiting:
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - judged by _retire_done, for our owner
+                pass
+
+    def _settle_others(self) -> None:
+        settle_bulk_writes(self.path, but=self)
 
     def _write_done(self, fut: Future) -> None:
         with self._lock:
@@ -510,8 +652,11 @@ class OpenFile:
         again once the session is back.
         """
         while self._pending and self._pending[0][0].done():
-            fut, n, offset, data = self._pending.popleft()
+            fut, n, offset, data, on_bulk, sent = self._pending.popleft()
+            if self._first_reply < 0 and sent == self._first_sent:
+                self._first_reply = time.monotonic() - sent
             self._unacked -= n
+            self._lane_unacked[on_bulk] -= n
             exc = fut.exception()
             if exc is None:
                 continue
@@ -535,7 +680,8 @@ class OpenFile:
         with self._lock:
             replay, self._replay = self._replay, []
         if replay:
-            log.info("%s: sending %d write(s) again after reconnect", self.path, len(replay))
+            log.info("%s: sending %d write(s) again that a lost connection or channel "
+                     "swallowed", self.path, len(replay))
         for i, (offset, data) in enumerate(replay):
             try:
                 self.remote.write(self.handle, offset, data)
@@ -588,6 +734,8 @@ class OpenFile:
 
     def fsync(self, use_extension: bool) -> None:
         self.drain()
+        if _BULK_FILES:
+            self._settle_others()  # fsync(2) syncs what any descriptor wrote before it
         if use_extension:
             self.remote.fsync(self.handle)
 
@@ -601,6 +749,11 @@ class OpenFile:
             error = exc
         with self._lock:
             self._drop_chunks()
+        if self._bulk:
+            with _BULK_LOCK:
+                _BULK_FILES.discard(self)
+            log.debug("%s: %d bytes written over the main channel, %d over the bulk one",
+                      self.path, *self._lane_sent)
         try:
             self.remote.close_handle(self.handle)
         except OSError as exc:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.fileio import OpenFile
+from pysshfs.fileio import OpenFile, settle_bulk_writes
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
 from pysshfs.idmap import ByNameIdMapper, IdMapper
 from pysshfs.mountspec import MountOptions
@@ -611,6 +611,7 @@ class SSHFS(Operations):
         so a path that is a symlink here means lchown/lutimes, and SETSTAT would follow
         it (unless follow_symlinks shows links as their targets)."""
         remote = self.session.remote_path(path)
+        settle_bulk_writes(path)  # a write landing after a utime would bump the mtime
         try:
             after = self.session.setstat_and_lstat(remote, attrs, self.follow_symlinks)
         finally:
@@ -695,6 +696,7 @@ class SSHFS(Operations):
         server in the same round trip (an LSTAT queued right behind the OPEN; FSTAT would
         need the handle, a round trip later) and refresh our cache; when its size or
         mtime differ from what the kernel was told, the kernel's attributes and pages go."""
+        settle_bulk_writes(path)  # what was written is there to read, or to truncate
         reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
         if reading and self.open_ahead is not None:
             taken = self.open_ahead.take(path)
@@ -753,6 +755,7 @@ class SSHFS(Operations):
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
         flags |= os.O_CREAT
         remote = self.session.remote_path(path)
+        settle_bulk_writes(path)  # (O_TRUNC must come after the writes before it)
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
                                        Attrs(mode=mode & 0o7777), read_back=True)

@@ -346,7 +346,8 @@ class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
     def __init__(self, stream: Stream, *, name: str = "sftp",
-                 traffic: Traffic | None = None, request_timeout: float = 0.0) -> None:
+                 traffic: Traffic | None = None, request_timeout: float = 0.0,
+                 first_id: int = 1) -> None:
         self.name = name
         self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
         self.request_timeout = request_timeout  # seconds; 0 = wait for ever
@@ -358,7 +359,8 @@ class SFTPClient:
         self.closed = False
         self.on_closed: Callable[[BaseException | None], None] | None = None
         self._stream = stream
-        self._ids = itertools.count(1)
+        # (a second client on one connection starts elsewhere: ids in -d logs stay unique)
+        self._ids = itertools.count(first_id)
         self._pending: dict[int, _Request] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -857,6 +859,12 @@ class SFTPClient:
         parts = [self._write_one(handle, offset + pos, view[pos:pos + self.max_write])
                  for pos in range(0, len(view), self.max_write)]
         return _all_of(parts)
+
+    def send_room(self) -> int | None:
+        """Bytes the SSH channel's window takes now without waiting for the server (None:
+        not an SSH channel): which of two channels a big write goes out on quicker."""
+        room = getattr(getattr(self._stream, "channel", None), "out_window_size", None)
+        return room if isinstance(room, int) else None
 
     def _write_one(self, handle: bytes, offset: int, view: memoryview) -> Future:
         return self._send(SSH_FXP_WRITE, [string(handle), u64(offset), u32(len(view)), view],

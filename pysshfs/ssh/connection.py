@@ -104,8 +104,11 @@ class SSHConnection:
         self._keepalive = keepalive
         self._sent_no_more_sessions = False
 
-    def open_sftp_channel(self, sftp_server: str | None = None) -> paramiko.Channel:
-        """The session channel running SFTP; then no more sessions on this connection."""
+    def open_sftp_channel(self, sftp_server: str | None = None, *,
+                          last: bool = True) -> paramiko.Channel:
+        """The session channel running SFTP; then (`last`) no more sessions on this
+        connection. The session opens a second one for bulk writes (its own 2 MiB window
+        at the server: see Session._open_bulk), and says `no_more_sessions` after it."""
         try:
             chan = self.transport.open_session(window_size=WINDOW_SIZE,
                                                max_packet_size=MAX_PACKET_SIZE,
@@ -131,12 +134,21 @@ class SSHConnection:
                             "check 'Subsystem sftp' in the server's sshd_config, "
                             "or pass -o sftp_server=PATH")
             raise MountError(errno.EPROTO, self.description, why, fix) from None
-        if not self._sent_no_more_sessions:
-            # OpenSSH's hardening: this connection will never carry another session.
-            self.transport.global_request("no-more-sessions@openssh.com", wait=False)
-            self._sent_no_more_sessions = True
-            log.debug("Sent no-more-sessions@openssh.com")
+        if last:
+            self.no_more_sessions()
         return chan
+
+    def no_more_sessions(self) -> None:
+        """OpenSSH's hardening: this connection will never carry another session."""
+        if self._sent_no_more_sessions:
+            return
+        self._sent_no_more_sessions = True
+        try:
+            self.transport.global_request("no-more-sessions@openssh.com", wait=False)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            log.debug("no-more-sessions@openssh.com not sent: %s", e)
+            return
+        log.debug("Sent no-more-sessions@openssh.com")
 
     @property
     def alive(self) -> bool:

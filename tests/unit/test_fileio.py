@@ -376,3 +376,152 @@ def test_writes_a_reconnect_cannot_resend_yet_stay_queued() -> None:
     f.write(b"second", 5)
     f.drain()
     assert bytes(remote.data) == b"firstsecond" and attempts == [0, 0]
+
+
+# --- two channels (fileio: TWO CHANNELS) -------------------------------------------------
+class TwoLaneRemote(MemoryRemote):
+    """A remote with a bulk channel whose writes land only when the test releases them:
+    the two channels of a real session run independently of each other."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__(data)
+        self.held: list[tuple[Future, int, bytes]] = []  # bulk writes not landed yet
+        self.lanes: list[tuple[int, bool]] = []  # (offset, sent on the bulk channel)
+        self.opened_bulk = 0
+        self.main_writes: list[int] = []  # offsets written synchronously (resends)
+
+    def open_bulk(self, handle: bytes) -> bool:
+        self.opened_bulk += 1
+        return True
+
+    def write_lane_async(self, handle: bytes, offset: int, data: object, bulk: bool,
+                         either: bool = True) -> tuple[Future, bool]:
+        if either and self.held:  # the bulk channel's window is taken: the other one
+            bulk = False
+        self.lanes.append((offset, bulk))
+        if not bulk:
+            return self.write_async(handle, offset, data), False
+        fut: Future = Future()
+        self.held.append((fut, offset, bytes(data)))  # type: ignore[arg-type]
+        return fut, True
+
+    def write(self, handle: bytes, offset: int, data: object) -> None:
+        self.main_writes.append(offset)
+        self._write(offset, bytes(data))  # type: ignore[arg-type]
+
+    def land(self, lost: bool = False) -> None:
+        """The bulk writes held so far reach the server (or fail with the channel)."""
+        held, self.held = self.held, []
+        for fut, offset, data in held:
+            if lost:
+                fut.set_exception(OSError(errno.ECONNRESET, "bulk channel lost"))
+            else:
+                self._write(offset, data)
+                fut.set_result(None)
+
+
+@pytest.fixture
+def bulk_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 0)
+    monkeypatch.setattr(fileio, "BULK_MIN_PIECE", 4096)
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
+
+
+def _land_later(remote: TwoLaneRemote, lost: bool = False, after: float = 0.2) -> None:
+    timer = threading.Timer(after, remote.land, kwargs={"lost": lost})
+    timer.daemon = True
+    timer.start()
+
+
+def test_big_writes_go_over_both_channels_and_a_small_file_opens_no_second_handle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
+    remote = TwoLaneRemote()
+    small = OpenFile(remote, "/small", b"h", os.O_WRONLY, 65536, 65536)
+    small.write(b"s" * 100_000, 0)
+    small.release()
+    assert remote.opened_bulk == 0 and not any(bulk for _, bulk in remote.lanes)
+    big = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    payload = os.urandom(4 * 1024 * 1024)
+    for pos in range(0, len(payload), 1 << 20):
+        big.write(payload[pos:pos + (1 << 20)], pos)
+        remote.land()
+    big.release()
+    assert remote.opened_bulk == 1
+    sent_bulk = sum(1 for _, bulk in remote.lanes if bulk)
+    assert 0 < sent_bulk < len(remote.lanes)  # both channels carried the file
+    assert bytes(remote.data) == payload
+
+
+def test_an_overlapping_write_waits_for_the_bulk_write_it_follows(bulk_at_once: None) -> None:
+    remote = TwoLaneRemote(b"\0" * 8192)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)  # the bulk channel (nothing unacknowledged on either yet)
+    assert remote.lanes == [(0, True)]
+    _land_later(remote)
+    # (sent on the main channel while A holds the bulk one, B would land first)
+    f.write(b"B" * 4096, 0)
+    assert not remote.held or remote.lanes[-1] == (0, True)  # sent once A had landed
+    remote.land()
+    f.flush()
+    assert bytes(remote.data[:4096]) == b"B" * 4096
+
+
+def test_a_bulk_write_lost_is_sent_again_before_a_newer_one_over_it(
+        bulk_at_once: None) -> None:
+    remote = TwoLaneRemote(b"\0" * 8192)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)
+    _land_later(remote, lost=True)
+    f.write(b"B" * 4096, 0)
+    remote.land()
+    f.flush()
+    assert remote.main_writes == [0]  # A again, on the main channel, before B went out
+    assert bytes(remote.data[:4096]) == b"B" * 4096
+
+
+def test_another_handle_reads_what_a_bulk_write_put_there(bulk_at_once: None) -> None:
+    remote = TwoLaneRemote(b"\0" * 8192)
+    writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    reader = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
+    other = OpenFile(remote, "/g", b"h3", os.O_RDONLY, 4096, 4096)
+    writer.write(b"A" * 4096, 0)
+    assert remote.held
+    assert other.read(4096, 0) == b"\0" * 4096  # another file does not wait
+    _land_later(remote)
+    assert reader.read(4096, 0) == b"A" * 4096
+    writer.release()
+
+
+def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: None) -> None:
+    remote = TwoLaneRemote(b"\0" * 8192)
+    synced_with_held: list[int] = []
+    remote.fsync = lambda handle: synced_with_held.append(len(remote.held))  # type: ignore
+    writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    other = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
+    writer.write(b"A" * 4096, 0)
+    assert remote.held
+    _land_later(remote)
+    other.fsync(use_extension=True)
+    assert synced_with_held == [0]  # FSYNC went out once the bulk write had landed
+    writer.release()
+
+
+def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On loopback a second channel only costs CPU: a file whose writes are answered at
+    once (the in-memory remote) never asks for one."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 64 * 1024)
+    remote = TwoLaneRemote()
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    for pos in range(0, 4 * 1024 * 1024, 1 << 20):
+        f.write(b"x" * (1 << 20), pos)
+        f.flush()  # answered before the next write: nothing waits a round trip
+    f.release()
+    assert remote.opened_bulk == 0
