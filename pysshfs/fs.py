@@ -170,6 +170,9 @@ class SSHFS(Operations):
         # open that finds others on the server drops the kernel's copies (close-to-open)
         self._kernel_saw: dict[str, tuple[int, int]] = {}
         self._told_missing: dict[str, None] = {}  # names the kernel may hold as negative
+        # directory -> when this mount last made a name in it: one being filled (tar,
+        # cp -r, git checkout), where the next lookups are of names not there yet
+        self._filling: dict[str, float] = {}
         self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
@@ -242,6 +245,10 @@ class SSHFS(Operations):
             return cached
         if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
+        if path != "/" and parent_of(path) in self._filling:
+            known = self._lookup_in_filled_directory(path)
+            if known is not None:
+                return known
         if self.open_ahead is not None:
             ahead = self.open_ahead.attrs(path)  # read with its OPEN, just now
             if ahead is not None:
@@ -284,6 +291,42 @@ class SSHFS(Operations):
         attrs = self.cache.attrs(path)
         if attrs is None and self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (listed)")
+        return attrs
+
+    def _made_name_in(self, path: str) -> None:
+        """A name was made at `path` through the mount: its directory is being filled."""
+        if len(self._filling) > 4096:
+            self._filling.clear()
+        self._filling[parent_of(path)] = self.cache.clock()
+
+    def _lookup_in_filled_directory(self, path: str) -> Attrs | None:
+        """A lookup that missed in a directory this mount is filling, once its listing no
+        longer vouches for missing names (older than the negative TTL: the empty one a
+        mkdir left, or the last one fetched here): list the directory again, now, instead
+        of an LSTAT for this name and each of the new names that follow. The listing is
+        as fresh as an LSTAT would be, so it answers "missing" as well as "found" (one
+        listing per negative TTL, not one LSTAT per created file). A name the old listing
+        holds, and directories over half the cache's size, are not listed for (None: ask
+        for the name itself)."""
+        parent = parent_of(path)
+        made_at = self._filling.get(parent)
+        if made_at is None or self.cache.clock() - made_at > self.cache.config.dir_ttl \
+                or not self.cache.listings_enabled():
+            self._filling.pop(parent, None)
+            return None
+        if self.cache.listed(path):
+            return None  # a name it holds, whose attributes went with a change: LSTAT
+        limit = max(100, self.cache.config.max_size // 2)
+        try:
+            if self._fetch_listing(parent, limit) is None:
+                self._filling.pop(parent, None)  # too big to list for each refresh
+                return None
+        except OSError as exc:
+            log.debug("listing %s for a lookup in it: %s", parent, exc)
+            return None
+        attrs = self.cache.attrs(path)
+        if attrs is None and self.cache.absent(path):
+            raise OSError(errno.ENOENT, "no such file (listed just now)")
         return attrs
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
@@ -483,6 +526,7 @@ class SSHFS(Operations):
             self.cache.unsure(path)
             raise
         self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
+        self._made_name_in(path)
         if after is not None and after.mode is not None and stat.S_ISDIR(after.mode):
             self.cache.learned_attrs(path, after)
         return 0
@@ -560,6 +604,7 @@ class SSHFS(Operations):
             self.cache.unsure(target)
             raise
         self.cache.created(target, stat.S_IFLNK | 0o777)
+        self._made_name_in(target)
         return 0
 
     def readlink(self, path: str) -> str:
@@ -745,6 +790,7 @@ class SSHFS(Operations):
             self.cache.unsure(path)
             raise
         self.cache.created(path, stat.S_IFREG | (mode & 0o7777))
+        self._made_name_in(path)
         if handle.attrs_at_open is not None:  # libfuse asks for them right away
             self.cache.learned_attrs(path, handle.attrs_at_open)
         return self._register(path, handle, flags)

@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -213,3 +214,42 @@ def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
     os.unlink(m.mnt / "d" / "g0")
     assert log.since_mark() == Counter({"REMOVE": 1})
     assert not (m.root / "d" / "g0").exists()
+
+
+def test_new_names_in_a_directory_being_filled(mounter: Mounter) -> None:
+    """tar x, cp -r: the lookups of the names about to be created in a directory this
+    mount made. While the empty listing mkdir left vouches for them (the negative TTL),
+    they send nothing; past it, one new listing answers them all, not an LSTAT each."""
+    root = mounter.new_root()
+    m = mounter(["-d", "-o", "cache_timeout=2"], foreground=True, root=root)  # negative: 1 s
+    log = RequestLog(m)
+    os.mkdir(m.mnt / "d")
+    log.mark()
+
+    def create(name: str) -> None:
+        fd = os.open(m.mnt / "d" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"z" * 10)
+        os.close(fd)
+
+    for i in range(3):
+        create(f"early{i}")
+    ops = log.settle("CLOSE", 3)
+    assert ops == Counter({"OPEN": 3, "LSTAT": 3, "WRITE": 3, "CLOSE": 3}), ops
+    time.sleep(1.5)  # the mkdir's listing no longer vouches for missing names
+    log.mark()
+    for i in range(5):
+        create(f"late{i}")
+    ops = log.settle("CLOSE", 6)
+    # one listing (OPENDIR, READDIRs, its CLOSE), then only the creates' own requests
+    assert ops["OPENDIR"] == 1 and ops["READDIR"] <= READDIRS_SMALL, ops
+    assert ops["OPEN"] == 5, ops
+    # LSTATs of the new names: only the read-backs sent with their OPENs (the kernel may
+    # also revalidate d itself, its attributes being as short-lived)
+    named = re.findall(r"\] LSTAT \S*/d/late\d", m.stderr_text()[log.start:])
+    assert len(named) == 5, ops
+    assert sorted(p.name for p in (root / "d").iterdir()) == \
+        [f"early{i}" for i in range(3)] + [f"late{i}" for i in range(5)]
+    # a name made on the server meanwhile is found: the listing is fetched now
+    (root / "d" / "server-side").write_bytes(b"s")
+    time.sleep(1.5)
+    assert os.stat(m.mnt / "d" / "server-side").st_size == 1
