@@ -253,3 +253,30 @@ def test_new_names_in_a_directory_being_filled(mounter: Mounter) -> None:
     (root / "d" / "server-side").write_bytes(b"s")
     time.sleep(1.5)
     assert os.stat(m.mnt / "d" / "server-side").st_size == 1
+
+
+def test_times_of_a_file_made_here_are_set_unwaited(counted: tuple[Mount, RequestLog]) -> None:
+    """tar x: create (O_EXCL), write, set the times, close. The times go as an FSETSTAT
+    on the open handle, not waited for and with nothing read back (the kernel is told
+    the times it set): the close waits for it with the WRITE, one round trip for both."""
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    fd = os.open(m.mnt / "d" / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"y" * 100)
+    os.utime(m.mnt / "d" / "new", ns=(1_500_000_000 * 10**9, 1_400_000_000 * 10**9))
+    st = os.stat(m.mnt / "d" / "new")
+    assert (st.st_size, st.st_mtime_ns) == (100, 1_400_000_000 * 10**9)
+    assert sum(log.since_mark().values()) == 4, log.since_mark()  # OPEN, LSTAT, WRITE, FSETSTAT
+    os.close(fd)
+    ops = log.settle("CLOSE")
+    assert ops == Counter({"OPEN": 1, "LSTAT": 1, "WRITE": 1, "FSETSTAT": 1, "CLOSE": 1}), ops
+    on_server = (m.root / "d" / "new").stat()
+    assert (on_server.st_size, on_server.st_mtime, on_server.st_atime) == \
+        (100, 1_400_000_000, 1_500_000_000)
+    # a file that was there before: its times are set waited, read back in the same trip
+    log.mark()
+    os.utime(m.mnt / "d" / "f1", ns=(10**18, 10**18))
+    ops = log.since_mark()
+    assert ops["FSETSTAT"] == 0 and ops["LSTAT"] == 1 and sum(ops.values()) == 2, ops
