@@ -178,6 +178,7 @@ class SSHFS(Operations):
         # directory -> when this mount last made a name in it: one being filled (tar,
         # cp -r, git checkout), where the next lookups are of names not there yet
         self._filling: dict[str, float] = {}
+        self._not_relisted: dict[str, None] = {}  # too big or failing: LSTAT per name
         # Files this mount created (O_EXCL) and holds open -> the attribute changes sent on
         # them unwaited, settled by flush, fsync and release (see utimens). Under
         # _files_lock.
@@ -304,9 +305,13 @@ class SSHFS(Operations):
 
     def _made_name_in(self, path: str) -> None:
         """A name was made at `path` through the mount: its directory is being filled."""
+        parent = parent_of(path)
+        if parent in self._not_relisted:
+            return
         if len(self._filling) > 4096:
             self._filling.clear()
-        self._filling[parent_of(path)] = self.cache.clock()
+            self._not_relisted.clear()
+        self._filling[parent] = self.cache.clock()
 
     def _lookup_in_filled_directory(self, path: str) -> Attrs | None:
         """A lookup that missed in a directory this mount is filling, once its listing no
@@ -327,11 +332,13 @@ class SSHFS(Operations):
             return None  # a name it holds, whose attributes went with a change: LSTAT
         limit = max(100, self.cache.config.max_size // 2)
         try:
-            if self._fetch_listing(parent, limit) is None:
-                self._filling.pop(parent, None)  # too big to list for each refresh
-                return None
+            listed = self._fetch_listing(parent, limit) is not None
         except OSError as exc:
             log.debug("listing %s for a lookup in it: %s", parent, exc)
+            listed = False
+        if not listed:  # too big to list again and again, or gone: ask for names
+            self._filling.pop(parent, None)
+            self._not_relisted[parent] = None
             return None
         attrs = self.cache.attrs(path)
         if attrs is None and self.cache.absent(path):

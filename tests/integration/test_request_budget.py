@@ -280,3 +280,25 @@ def test_times_of_a_file_made_here_are_set_unwaited(counted: tuple[Mount, Reques
     os.utime(m.mnt / "d" / "f1", ns=(10**18, 10**18))
     ops = log.since_mark()
     assert ops["FSETSTAT"] == 0 and ops["LSTAT"] == 1 and sum(ops.values()) == 2, ops
+
+
+def test_a_big_directory_being_filled_is_listed_once_at_most(mounter: Mounter) -> None:
+    """Past half cache_max_size entries the listing is given up after its first hundred
+    and not tried again for each new name: LSTATs then, as before."""
+    root = mounter.new_root()
+    m = mounter(["-d", "-o", "cache_timeout=2", "-o", "cache_max_size=100"],
+                foreground=True, root=root)
+    log = RequestLog(m)
+    os.mkdir(m.mnt / "d")
+    for i in range(150):
+        (root / "d" / f"old{i:03d}").write_bytes(b"")
+    time.sleep(1.5)
+    log.mark()
+    for i in range(4):
+        fd = os.open(m.mnt / "d" / f"new{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+    ops = log.settle("CLOSE", 5)
+    assert ops["OPENDIR"] == 1 and ops["OPEN"] == 4, ops
+    # each new name looked up (4) and read back with its OPEN (4)
+    named = re.findall(r"\] LSTAT \S*/d/new\d", m.stderr_text()[log.start:])
+    assert len(named) == 8, ops
