@@ -178,7 +178,9 @@ class SSHFS(Operations):
         # directory -> when this mount last made a name in it: one being filled (tar,
         # cp -r, git checkout), where the next lookups are of names not there yet
         self._filling: dict[str, float] = {}
-        self._not_relisted: dict[str, None] = {}  # too big or failing: LSTAT per name
+        # directory -> until when lookups there ask by name instead (too big to list,
+        # failing, or changing through the mount while listed)
+        self._not_relisted: dict[str, float] = {}
         # Files this mount created (O_EXCL) and holds open -> the attribute changes sent on
         # them unwaited, settled by flush, fsync and release (see utimens). Under
         # _files_lock.
@@ -306,10 +308,9 @@ class SSHFS(Operations):
     def _made_name_in(self, path: str) -> None:
         """A name was made at `path` through the mount: its directory is being filled."""
         parent = parent_of(path)
-        if parent in self._not_relisted:
-            return
         if len(self._filling) > 4096:
             self._filling.clear()
+        if len(self._not_relisted) > 4096:
             self._not_relisted.clear()
         self._filling[parent] = self.cache.clock()
 
@@ -319,31 +320,37 @@ class SSHFS(Operations):
         mkdir left, or the last one fetched here): list the directory again, now, instead
         of an LSTAT for this name and each of the new names that follow. The listing is
         as fresh as an LSTAT would be, so it answers "missing" as well as "found" (one
-        listing per negative TTL, not one LSTAT per created file). A name the old listing
-        holds, and directories over half the cache's size, are not listed for (None: ask
-        for the name itself)."""
+        listing per negative TTL, not one LSTAT per created file). Only for a name the
+        listing still held lacks; not for directories over half the cache's size (None:
+        ask for the name itself)."""
         parent = parent_of(path)
         made_at = self._filling.get(parent)
-        if made_at is None or self.cache.clock() - made_at > self.cache.config.dir_ttl \
+        now = self.cache.clock()
+        if made_at is None or now - made_at > self.cache.config.dir_ttl \
                 or not self.cache.listings_enabled():
             self._filling.pop(parent, None)
             return None
-        if self.cache.listed(path):
-            return None  # a name it holds, whose attributes went with a change: LSTAT
+        if self._not_relisted.get(parent, 0.0) > now or self.cache.listed(path) is not False:
+            return None  # no listing held any more, or a name it holds (attributes gone)
         limit = max(100, self.cache.config.max_size // 2)
         try:
-            listed = self._fetch_listing(parent, limit) is not None
+            entries = self._fetch_listing(parent, limit)
         except OSError as exc:
             log.debug("listing %s for a lookup in it: %s", parent, exc)
-            listed = False
-        if not listed:  # too big to list again and again, or gone: ask for names
-            self._filling.pop(parent, None)
-            self._not_relisted[parent] = None
+            entries = None
+        if entries is None:  # too big to list again and again, or gone: ask for names
+            self._not_relisted[parent] = float("inf")
             return None
-        attrs = self.cache.attrs(path)
-        if attrs is None and self.cache.absent(path):
-            raise OSError(errno.ENOENT, "no such file (listed just now)")
-        return attrs
+        name = path.rsplit("/", 1)[1]
+        found = next((entry for entry in entries if entry[0] == name), None)
+        if found is not None:
+            return found[2]  # None (a symlink shown as its target): ask for it
+        if not self.cache.absent(path):
+            # Not cached: something in the directory changed through the mount while it
+            # was listed (a file closed after writing, ...). This answer stands, being
+            # as fresh; the next lookups there ask by name for a negative TTL.
+            self._not_relisted[parent] = now + self.cache.config.negative_ttl
+        raise OSError(errno.ENOENT, "no such file (listed just now)")
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
         self.ids.prefetch((attrs,))  # idmap=names: both ids of a new owner in one request
