@@ -716,9 +716,10 @@ class SSHFS(Operations):
         """The times of a file this mount created and holds open (tar, cp -p, git
         checkout set them last, then close): FSETSTAT on its handle, not waited for. It
         can only fail as a write can (we own the file, the handle does not care what
-        happened to its name), so its error, like a write's, comes from the close(2),
-        fsync or the next utimens (_settle). What the kernel asks next is worked out
-        from what we knew, with the new times. False: not such a file, send it waited."""
+        happened to its name), so its error, like a write's, comes from the close(2)
+        (flush), an fsync, a truncate or the release (_settle). What the kernel asks next
+        is worked out from what we knew, with the new times. False: not such a file (or
+        nothing known of it: cache=no), send it waited."""
         if not self._made_files:
             return False
         for f in self._open_files_of(path):
