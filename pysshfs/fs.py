@@ -941,10 +941,26 @@ class SSHFS(Operations):
 
     def flush(self, path: str, fh: int) -> int:
         f = self._file(fh)
+        if self._made_files:
+            self._await_last_setstat(f)
         f.flush()
         if self._made_files:
             self._settle(f)
         return 0
+
+    def _await_last_setstat(self, f: OpenFile) -> None:
+        """Wait for the last attribute change sent unwaited on `f`, whatever its outcome:
+        it went out after the file's writes and the server answers in order, so the
+        writes' replies are in by then and the drain that follows finds them done (one
+        wake-up for close(2), not one per WRITE)."""
+        with self._files_lock:
+            queued = self._made_files.get(f)
+            last = queued[-1][0] if queued else None
+        if last is not None:
+            try:
+                last.exception()
+            except Exception:  # noqa: BLE001 - judged by _settle
+                pass
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         f = self._file(fh)
