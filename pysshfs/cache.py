@@ -353,6 +353,13 @@ class MetadataCache:
             self.counters.negative_hits += 1
             return True
 
+    def listed(self, path: str) -> bool | None:
+        """Whether the listing held of the directory of `path` names it, however old
+        (None: no listing held)."""
+        with self._lock:
+            listing, name = self._parent_listing(path)
+            return None if listing is None else name in listing.modes
+
     def link(self, path: str) -> bytes | None:
         with self._lock:
             target = self._links.get(path)

@@ -10,12 +10,14 @@ THREADS AND LOCKS. Every FUSE method runs on a libfuse worker thread, many at on
 and `destroy` run once. Background threads call back in: the prefetch workers
 (`_prefetch_listing`) and the control server's request threads
 (status, refresh). `_files_lock` guards `_files` (fh -> OpenFile) for insertions, removals
-and iteration; single lookups rely on dict operations being atomic under the GIL.
+and iteration, and `_made_files` with the lists in it (attribute changes sent unwaited);
+single lookups rely on dict operations being atomic under the GIL.
 Per-file I/O state belongs to `OpenFile` (its own lock, see fileio.py), cached metadata to
 `MetadataCache` (one short lock), the libfuse handle used for invalidations to
 `KernelCache`'s lock. The bookkeeping dicts `_kernel_saw`, `_told_kernel`,
-`_told_missing` and `_dir_snapshots` use single dict operations without a lock. No lock
-of this module is held while waiting on the server.
+`_told_missing`, `_filling` and `_dir_snapshots` use single dict operations without a
+lock. No lock of this module is held while waiting on the server (`_settle` waits for
+its futures with `_files_lock` released).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import replace
 from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
@@ -49,6 +53,7 @@ from pysshfs.sftp.codec import (
     SSH_FXF_WRITE,
     Attrs,
 )
+from pysshfs.sftp.errors import LOST
 from pysshfs.sftp.limits import check_link_target
 from pysshfs.stats import ratio
 from pysshfs.symlinks import SymlinkPolicy
@@ -187,6 +192,16 @@ class SSHFS(Operations):
         # open that finds others on the server drops the kernel's copies (close-to-open)
         self._kernel_saw: dict[str, tuple[int, int]] = {}
         self._told_missing: dict[str, None] = {}  # names the kernel may hold as negative
+        # directory -> when this mount last made a name in it: one being filled (tar,
+        # cp -r, git checkout), where the next lookups are of names not there yet
+        self._filling: dict[str, float] = {}
+        # directory -> until when lookups there ask by name instead (too big to list,
+        # failing, or changing through the mount while listed)
+        self._not_relisted: dict[str, float] = {}
+        # Files this mount created (O_EXCL) and holds open -> the attribute changes sent on
+        # them unwaited, settled by flush, fsync and release (see utimens). Under
+        # _files_lock.
+        self._made_files: dict[OpenFile, list[tuple[Future, Attrs]]] = {}
         self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
@@ -259,6 +274,10 @@ class SSHFS(Operations):
             return cached
         if self.cache.is_missing(path) or self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (cached)")
+        if path != "/" and parent_of(path) in self._filling:
+            known = self._lookup_in_filled_directory(path)
+            if known is not None:
+                return known
         if self.open_ahead is not None:
             ahead = self.open_ahead.attrs(path)  # read with its OPEN, just now
             if ahead is not None:
@@ -302,6 +321,53 @@ class SSHFS(Operations):
         if attrs is None and self.cache.absent(path):
             raise OSError(errno.ENOENT, "no such file (listed)")
         return attrs
+
+    def _made_name_in(self, path: str) -> None:
+        """A name was made at `path` through the mount: its directory is being filled."""
+        parent = parent_of(path)
+        if len(self._filling) > 4096:
+            self._filling.clear()
+        if len(self._not_relisted) > 4096:
+            self._not_relisted.clear()
+        self._filling[parent] = self.cache.clock()
+
+    def _lookup_in_filled_directory(self, path: str) -> Attrs | None:
+        """A lookup that missed in a directory this mount is filling, once its listing no
+        longer vouches for missing names (older than the negative TTL: the empty one a
+        mkdir left, or the last one fetched here): list the directory again, now, instead
+        of an LSTAT for this name and each of the new names that follow. The listing is
+        as fresh as an LSTAT would be, so it answers "missing" as well as "found" (one
+        listing per negative TTL, not one LSTAT per created file). Only for a name the
+        listing still held lacks; not for directories over half the cache's size (None:
+        ask for the name itself)."""
+        parent = parent_of(path)
+        made_at = self._filling.get(parent)
+        now = self.cache.clock()
+        if made_at is None or now - made_at > self.cache.config.dir_ttl \
+                or not self.cache.listings_enabled():
+            self._filling.pop(parent, None)
+            return None
+        if self._not_relisted.get(parent, 0.0) > now or self.cache.listed(path) is not False:
+            return None  # no listing held any more, or a name it holds (attributes gone)
+        limit = max(100, self.cache.config.max_size // 2)
+        try:
+            entries = self._fetch_listing(parent, limit)
+        except OSError as exc:
+            log.debug("listing %s for a lookup in it: %s", parent, exc)
+            entries = None
+        if entries is None:  # too big to list again and again, or gone: ask for names
+            self._not_relisted[parent] = float("inf")
+            return None
+        name = path.rsplit("/", 1)[1]
+        found = next((entry for entry in entries if entry[0] == name), None)
+        if found is not None:
+            return found[2]  # None (a symlink shown as its target): ask for it
+        if not self.cache.absent(path):
+            # Not cached: something in the directory changed through the mount while it
+            # was listed (a file closed after writing, ...). This answer stands, being
+            # as fresh; the next lookups there ask by name for a negative TTL.
+            self._not_relisted[parent] = now + self.cache.config.negative_ttl
+        raise OSError(errno.ENOENT, "no such file (listed just now)")
 
     def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
         mode = attrs.mode if attrs.mode is not None else (stat.S_IFREG | 0o644)
@@ -498,6 +564,7 @@ class SSHFS(Operations):
             self.cache.unsure(path)
             raise
         self.cache.created(path, stat.S_IFDIR | (mode & 0o7777))
+        self._made_name_in(path)
         if after is not None and after.mode is not None and stat.S_ISDIR(after.mode):
             self.cache.learned_attrs(path, after)
         return 0
@@ -575,6 +642,7 @@ class SSHFS(Operations):
             self.cache.unsure(target)
             raise
         self.cache.created(target, stat.S_IFLNK | 0o777)
+        self._made_name_in(target)
         return 0
 
     def readlink(self, path: str) -> str:
@@ -656,13 +724,79 @@ class SSHFS(Operations):
                 _seconds(a)
             mtime = now if m == "now" else (current.mtime or 0) if m is None and current else \
                 _seconds(m)
-        self._setstat(path, Attrs(atime=atime, mtime=mtime))
+        if not self._setstat_unwaited(path, Attrs(atime=atime, mtime=mtime)):
+            self._setstat(path, Attrs(atime=atime, mtime=mtime))
         return 0
+
+    def _setstat_unwaited(self, path: str, times: Attrs) -> bool:
+        """The times of a file this mount created and holds open (tar, cp -p, git
+        checkout set them last, then close): FSETSTAT on its handle, not waited for. It
+        can only fail as a write can (we own the file, the handle does not care what
+        happened to its name), so its error, like a write's, comes from the close(2)
+        (flush), an fsync, a truncate or the release (_settle). What the kernel asks next
+        is worked out from what we knew, with the new times. False: not such a file (or
+        nothing known of it: cache=no), send it waited."""
+        if not self._made_files:
+            return False
+        for f in self._open_files_of(path):
+            with self._files_lock:
+                queued = self._made_files.get(f)
+            if queued is None:
+                continue
+            before = self.cache.attrs_before_change(path)
+            if before is None or before.mode is None or not stat.S_ISREG(before.mode):
+                return False
+            settle_bulk_writes(path)  # (the second channel's writes must not come after it)
+            fut = self.session.fsetstat_async(f.handle, times)
+            with self._files_lock:
+                queued.append((fut, times))
+            self.cache.changed(path)
+            # created empty, and written through this handle to its high water (truncate
+            # stops this path); other handles' writes show through _stat_of
+            self.cache.learned_attrs(path, replace(before, size=f.high_water,
+                                                   atime=times.atime, mtime=times.mtime))
+            return True
+        return False
+
+    def _settle(self, f: OpenFile) -> None:
+        """Wait for the attribute changes sent unwaited on `f` (_setstat_unwaited),
+        sending again, on the reopened handle, those a lost connection swallowed (after
+        the writes before them: call this after f's drain). The first failure is raised
+        once, as a write's is."""
+        with self._files_lock:
+            queued = self._made_files.get(f)
+            if not queued:
+                return
+            pending = list(queued)
+            queued.clear()
+        error: OSError | None = None
+        for fut, attrs in pending:
+            try:
+                fut.result()
+            except Exception as exc:  # noqa: BLE001 - judged here, raised below
+                lost = isinstance(exc, OSError) and exc.errno in LOST
+                try:
+                    if not lost:
+                        raise exc
+                    self.session.fsetstat(f.handle, attrs)
+                except OSError as failed:
+                    error = error or failed
+                except Exception as other:  # noqa: BLE001 - reported with an errno
+                    error = error or OSError(errno.EIO, str(other))
+        if error is not None:
+            self.cache.changed(f.path)
+            self.kernel.invalidate(f.path)  # it holds the times that were refused
+            log.warning("setting the times of %s failed: %s", f.path, error)
+            code = error.errno or errno.EIO
+            raise OSError(code, f"setting the times failed: {os.strerror(code)}")
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         f = self._files.get(fh) if fh is not None else None
         for other in self._open_files_of(path):
             other.drain()
+            self._settle(other)
+            with self._files_lock:
+                self._made_files.pop(other, None)  # its size is no longer the high water
             other.high_water = min(other.high_water, length)
         try:
             if f is not None:
@@ -763,9 +897,14 @@ class SSHFS(Operations):
             self.cache.unsure(path)
             raise
         self.cache.created(path, stat.S_IFREG | (mode & 0o7777))
+        self._made_name_in(path)
         if handle.attrs_at_open is not None:  # libfuse asks for them right away
             self.cache.learned_attrs(path, handle.attrs_at_open)
-        return self._register(path, handle, flags)
+        fh = self._register(path, handle, flags)
+        if flags & os.O_EXCL and flags & os.O_ACCMODE != os.O_RDONLY:
+            with self._files_lock:
+                self._made_files[self._files[fh]] = []
+        return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return self._file(fh).read(size, offset)
@@ -820,25 +959,62 @@ class SSHFS(Operations):
         return copied
 
     def flush(self, path: str, fh: int) -> int:
-        self._file(fh).flush()
+        f = self._file(fh)
+        if self._made_files:
+            self._await_last_setstat(f)
+        f.flush()
+        if self._made_files:
+            self._settle(f)
         return 0
 
+    def _await_last_setstat(self, f: OpenFile) -> None:
+        """Wait for the last attribute change sent unwaited on `f`, whatever its outcome:
+        it went out after the file's writes and the server answers in order, so the
+        writes' replies are in by then and the drain that follows finds them done (one
+        wake-up for close(2), not one per WRITE)."""
+        with self._files_lock:
+            queued = self._made_files.get(f)
+            last = queued[-1][0] if queued else None
+        if last is not None:
+            try:
+                last.exception()
+            except Exception:  # noqa: BLE001 - judged by _settle
+                pass
+
     def fsync(self, path: str, datasync: int, fh: int) -> int:
-        self._file(fh).fsync(self.session.has_extension("fsync@openssh.com"))
+        f = self._file(fh)
+        f.fsync(self.session.has_extension("fsync@openssh.com"))
+        if self._made_files:
+            self._settle(f)
         return 0
 
     def release(self, path: str, fh: int) -> int:
         with self._files_lock:
             f = self._files.pop(fh, None)
+            made = f is not None and self._made_files.get(f)
         if f is None:
             return 0
+        error: OSError | None = None
         try:
+            if made:  # times set unwaited: after the writes before them, before the CLOSE
+                try:
+                    f.drain()
+                except OSError as exc:
+                    error = exc
+                try:
+                    self._settle(f)
+                except OSError as exc:
+                    error = error or exc
             f.release()
         finally:
+            with self._files_lock:
+                self._made_files.pop(f, None)
             if f.wrote:
                 self.cache.changed(f.path)
             if self.open_ahead is not None:  # what comes next in a walk, off its path
                 self.open_ahead.released(f.path)
+        if error is not None:
+            raise error
         return 0
 
     # --- observing and steering the caches (pysshfs status / refresh) --------------------

@@ -817,6 +817,12 @@ class Session:
         if attrs.size is not None:
             rf.size_floor = min(rf.size_floor, attrs.size)
 
+    def fsetstat_async(self, rf: RemoteFile, attrs: Attrs) -> Future:
+        """FSETSTAT not waited for (SSHFS.utimens of a file made through the mount); one
+        lost with the connection fails with a LOST errno: send it again with fsetstat()."""
+        client, handle = self._handle(rf, self._deadline())
+        return self._send_async(client, lambda: client.fsetstat_async(handle, attrs))
+
     def fsync(self, rf: RemoteFile) -> None:
         self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
 

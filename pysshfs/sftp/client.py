@@ -764,6 +764,11 @@ class SFTPClient:
             raise self._refined("fsetstat", exc, None, handle=handle, timeout=timeout) \
                 from None
 
+    def fsetstat_async(self, handle: bytes, attrs: Attrs) -> Future:
+        """FSETSTAT, not waited for: the future fails with the server's errno."""
+        return self._send(SSH_FXP_FSETSTAT, [string(handle), encode_attrs(attrs)], _expect_ok,
+                          "FSETSTAT", None, lambda: f"{handle.hex()} {attrs}")
+
     # --- files --------------------------------------------------------------------------
     def _read_back(self, after: Future, timeout: float | None) -> Attrs | None:
         """The attributes a request sent right behind a change returned (None: failed)."""

@@ -139,11 +139,14 @@ def test_fsync_of_another_descriptor_waits_for_the_bulk_writes(delayed: Mounter)
         assert (m.root / f"s{i}").read_bytes() == payload
 
 
-def test_utime_after_big_writes_sticks(delayed: Mounter) -> None:
+@pytest.mark.parametrize("flags", [os.O_CREAT | os.O_WRONLY,
+                                   os.O_CREAT | os.O_EXCL | os.O_WRONLY],  # (tar: unwaited)
+                         ids=["created", "created-exclusive"])
+def test_utime_after_big_writes_sticks(delayed: Mounter, flags: int) -> None:
     """(test_mount_ops.test_utime_after_write_before_close_sticks, with two channels.)"""
     m = delayed([])
     for i in range(TRIES):
-        fd = os.open(m.mnt / f"u{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        fd = os.open(m.mnt / f"u{i}", flags, 0o644)
         try:
             _write_big(fd, os.urandom(SIZE))
             os.utime(fd, ns=(1_400_000_000 * 10**9, 1_500_000_000 * 10**9))

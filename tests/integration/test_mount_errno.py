@@ -224,3 +224,22 @@ def test_erofs_with_o_ro(mounter: Mounter) -> None:
     assert not os.access(m.mnt / "f", os.W_OK)
     assert (root / "f").read_bytes() == b"keep"
     assert os.listdir(root) == ["f"]
+
+
+def test_times_set_unwaited_fail_at_close(mounter: Mounter) -> None:
+    """The times of a file made through the mount are set without waiting (tar x); when
+    the server refuses them (sftp-server -P fsetstat denies FSETSTAT), close(2) reports
+    it, once, and the file's data is there all the same."""
+    m = mounter(["-o", f"sftp_server={sftp_server_path()} -P fsetstat"])
+    path = m.mnt / "made"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"data")
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # returns at once
+    raises_errno(errno.EACCES, os.close, fd)
+    assert (m.root / "made").read_bytes() == b"data"
+    assert (m.root / "made").stat().st_mtime != 1_000_000_000
+    assert os.stat(path).st_mtime != 1_000_000_000  # not what the refused change said
+    # a file that was there: waited for, failing in utime itself (the path's SETSTAT
+    # works here: only FSETSTAT is denied)
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert (m.root / "made").stat().st_mtime == 1_000_000_000

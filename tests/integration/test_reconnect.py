@@ -177,6 +177,32 @@ def test_open_file_survives_a_cut(proxied: Mounted, proxy: FaultProxy) -> None:
     assert head + rest == first + second
 
 
+def test_times_set_unwaited_survive_a_cut(proxied: Mounted, proxy: FaultProxy) -> None:
+    """tar x's utime of a file it made is sent without waiting (FSETSTAT on the handle):
+    lost with the connection along with a write before it, both are sent again, in
+    order, on the reopened handle, and close(2) succeeds with the times in place."""
+    m = proxied()
+    path = m.mnt / "made"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"x" * 1000)
+        proxy.blackhole(True)
+        try:
+            os.write(fd, b"y" * 1000)  # write-behind: queued into the dead link
+            os.utime(path, (1_000_000_000, 1_000_000_000))  # unwaited, lost as well
+            accepted = proxy.accepted
+            proxy.cut()
+        finally:
+            proxy.blackhole(False)
+        wait_reconnected(m, proxy, accepted)
+    finally:
+        os.close(fd)
+    assert (m.root / "made").read_bytes() == b"x" * 1000 + b"y" * 1000
+    assert log_has(m, "write(s) again"), m.stderr_text()[-3000:]  # the writes were lost
+    # after the resent write, not before it: its mtime would otherwise be "now"
+    assert (m.root / "made").stat().st_mtime == 1_000_000_000
+
+
 def test_fifty_cuts_under_load(proxied: Mounted, proxy: FaultProxy) -> None:
     """A writer, a reader and a mkdir/rename/rmdir loop through 50 dropped connections."""
     m = proxied()

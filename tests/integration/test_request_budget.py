@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -213,3 +214,102 @@ def test_mkdir_rename_unlink(counted: tuple[Mount, RequestLog]) -> None:
     os.unlink(m.mnt / "d" / "g0")
     assert log.since_mark() == Counter({"REMOVE": 1})
     assert not (m.root / "d" / "g0").exists()
+
+
+def test_new_names_in_a_directory_being_filled(mounter: Mounter) -> None:
+    """tar x, cp -r: the lookups of the names about to be created in a directory this
+    mount made. While the empty listing mkdir left vouches for them (the negative TTL),
+    they send nothing; past it, one new listing answers them all, not an LSTAT each."""
+    root = mounter.new_root()
+    m = mounter(["-d", "-o", "cache_timeout=6"], foreground=True, root=root)  # negative: 3 s
+    log = RequestLog(m)
+    os.mkdir(m.mnt / "d")
+    log.mark()
+
+    def create(name: str) -> None:
+        fd = os.open(m.mnt / "d" / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"z" * 10)
+        os.close(fd)
+        # the kernel releases the file after close(2) returns; a release still running
+        # when the next listing goes out (the file's attributes change) keeps that
+        # listing out of the cache, and the lookups after it ask by name (counted apart)
+        assert wait_for(lambda: f"release('/d/{name}'" in m.stderr_text(), 10)
+
+    for i in range(3):
+        create(f"early{i}")
+    ops = log.settle("CLOSE", 3)
+    assert ops["OPEN"] == 3, ops
+    assert not re.findall(r"\] OPENDIR \S*/d$", m.stderr_text()[log.start:], re.MULTILINE)
+    # LSTATs of the new names: only the read-backs sent with their OPENs (the kernel may
+    # revalidate d or / meanwhile, which is not what is counted here)
+    named = re.findall(r"\] LSTAT \S*/d/early\d", m.stderr_text()[log.start:])
+    assert len(named) == 3, ops
+    time.sleep(3.5)  # the mkdir's listing no longer vouches for missing names
+    log.mark()
+    for i in range(5):
+        create(f"late{i}")
+    ops = log.settle("CLOSE", 6)
+    # one listing of d (OPENDIR, READDIRs, its CLOSE), then only the creates' own
+    # requests (the kernel may revalidate d meanwhile: an LSTAT, a listing of / ahead)
+    listings = re.findall(r"\] OPENDIR \S*/d$", m.stderr_text()[log.start:], re.MULTILINE)
+    assert len(listings) == 1 and ops["OPEN"] == 5, ops
+    named = re.findall(r"\] LSTAT \S*/d/late\d", m.stderr_text()[log.start:])
+    assert len(named) == 5, ops
+    assert sorted(p.name for p in (root / "d").iterdir()) == \
+        [f"early{i}" for i in range(3)] + [f"late{i}" for i in range(5)]
+    # a name made on the server meanwhile is found: the listing is fetched now
+    (root / "d" / "server-side").write_bytes(b"s")
+    time.sleep(3.5)
+    assert os.stat(m.mnt / "d" / "server-side").st_size == 1
+
+
+def test_times_of_a_file_made_here_are_set_unwaited(counted: tuple[Mount, RequestLog]) -> None:
+    """tar x: create (O_EXCL), write, set the times, close. The times go as an FSETSTAT
+    on the open handle, not waited for and with nothing read back (the kernel is told
+    the times it set): the close waits for it with the WRITE, one round trip for both."""
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    fd = os.open(m.mnt / "d" / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, b"y" * 100)
+    os.utime(m.mnt / "d" / "new", ns=(1_500_000_000 * 10**9, 1_400_000_000 * 10**9))
+    st = os.stat(m.mnt / "d" / "new")
+    assert (st.st_size, st.st_mtime_ns) == (100, 1_400_000_000 * 10**9)
+    assert sum(log.since_mark().values()) == 4, log.since_mark()  # OPEN, LSTAT, WRITE, FSETSTAT
+    os.close(fd)
+    ops = log.settle("CLOSE")
+    assert ops == Counter({"OPEN": 1, "LSTAT": 1, "WRITE": 1, "FSETSTAT": 1, "CLOSE": 1}), ops
+    on_server = (m.root / "d" / "new").stat()
+    assert (on_server.st_size, on_server.st_mtime, on_server.st_atime) == \
+        (100, 1_400_000_000, 1_500_000_000)
+    # a file that was there before: its times are set waited, read back in the same trip
+    log.mark()
+    os.utime(m.mnt / "d" / "f1", ns=(10**18, 10**18))
+    ops = log.since_mark()
+    assert ops["FSETSTAT"] == 0 and ops["LSTAT"] == 1 and sum(ops.values()) == 2, ops
+
+
+def test_a_big_directory_being_filled_is_listed_once_at_most(mounter: Mounter) -> None:
+    """Past half cache_max_size entries the listing is given up after its first hundred
+    and not tried again for each new name: LSTATs then, as before."""
+    root = mounter.new_root()
+    m = mounter(["-d", "-o", "cache_timeout=2", "-o", "cache_max_size=100"],
+                foreground=True, root=root)
+    log = RequestLog(m)
+    os.mkdir(m.mnt / "d")
+    for i in range(150):
+        (root / "d" / f"old{i:03d}").write_bytes(b"")
+    time.sleep(1.5)
+    log.mark()
+    for i in range(4):
+        fd = os.open(m.mnt / "d" / f"new{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+    ops = log.settle("CLOSE", 5)
+    # one listing of d given up, perhaps one started ahead by a lookup there
+    # (pysshfs.prefetch, bounded the same way): not one per new name
+    listings = re.findall(r"\] OPENDIR \S*/d$", m.stderr_text()[log.start:], re.MULTILINE)
+    assert len(listings) <= 2 and ops["OPEN"] == 4, ops
+    # each new name looked up (4) and read back with its OPEN (4)
+    named = re.findall(r"\] LSTAT \S*/d/new\d", m.stderr_text()[log.start:])
+    assert len(named) == 8, ops
