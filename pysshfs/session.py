@@ -293,6 +293,7 @@ class Session:
         with self._cond:
             if self._bulk is client:
                 self._bulk = None
+
     def _no_answer(self, where: str) -> MountError:
         return MountError(errno.ETIMEDOUT, where,
                           f"the SFTP server did not answer within {self.io_timeout:g}s",

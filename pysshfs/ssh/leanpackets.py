@@ -29,7 +29,6 @@ THREADS: `read_message` runs in paramiko's transport thread only, as paramiko's 
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 import time
@@ -42,8 +41,6 @@ from paramiko.message import Message
 from paramiko.ssh_exception import SSHException
 
 from pysshfs.ssh.readahead import ReadAheadSocket
-
-log = logging.getLogger(__name__)
 
 _U32 = struct.Struct(">I")
 _DATA_HEAD = struct.Struct(">BBII")  # padding length, message type, channel, data length
@@ -93,6 +90,12 @@ class Packed:
         return self._data
 
 
+def _rekey_limit(packetizer: Any) -> int:
+    """Bytes or packets (either way) past which a packet is left to paramiko, which
+    counts it and asks for new keys."""
+    return min(packetizer.REKEY_BYTES, packetizer.REKEY_PACKETS) - _REKEY_MARGIN
+
+
 def _next_iv(iv: bytes) -> bytes:
     """AES-GCM's invocation counter (RFC 5647 7.1): the last 8 bytes of the IV, plus one."""
     return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
@@ -103,7 +106,7 @@ class LeanWriter:
 
     def __init__(self, packetizer: Any) -> None:
         self._pk = packetizer
-        self._rekey_at = min(packetizer.REKEY_BYTES, packetizer.REKEY_PACKETS) - _REKEY_MARGIN
+        self._rekey_at = _rekey_limit(packetizer)
         self._lean = all(hasattr(packetizer, name) for name in PRIVATE_OUT_FIELDS)
         self.lean_packets = 0  # written here (the rest went through paramiko's send_message)
 
@@ -154,7 +157,7 @@ class LeanReader:
         self._sock = sock
         self._channels: dict[int, Callable[[bytes], None]] = {}  # our channel id: consumer
         self._original: Callable[[], tuple[int, Message]] = self._pk.read_message
-        self._rekey_at = min(self._pk.REKEY_BYTES, self._pk.REKEY_PACKETS) - _REKEY_MARGIN
+        self._rekey_at = _rekey_limit(self._pk)
         self.lean_packets = 0  # read here (the rest went through paramiko's reader)
 
     @classmethod
@@ -168,19 +171,24 @@ class LeanReader:
         if not isinstance(sock, ReadAheadSocket) or pk is None \
                 or not all(hasattr(pk, name) for name in PRIVATE_FIELDS):
             return False
-        installed = getattr(pk.__dict__.get("read_message"), "__self__", None)
-        reader = installed if isinstance(installed, LeanReader) else cls(transport, sock)
+        reader = cls._installed(pk) or cls(transport, sock)
         reader._channels[chanid] = deliver
         pk.read_message = reader.read_message
         return True
 
-    @staticmethod
-    def detach(transport: Any, chanid: int) -> None:
+    @classmethod
+    def detach(cls, transport: Any, chanid: int) -> None:
         """Channel `chanid`'s data goes through paramiko again (its consumer is gone)."""
-        pk = getattr(transport, "packetizer", None)
-        reader = getattr(getattr(pk, "__dict__", {}).get("read_message"), "__self__", None)
-        if isinstance(reader, LeanReader):
+        reader = cls._installed(getattr(transport, "packetizer", None))
+        if reader is not None:
             reader._channels.pop(chanid, None)
+
+    @staticmethod
+    def _installed(packetizer: Any) -> LeanReader | None:
+        """The LeanReader standing in for `packetizer.read_message`, if one is."""
+        method = getattr(packetizer, "__dict__", {}).get("read_message")
+        reader = getattr(method, "__self__", None)
+        return reader if isinstance(reader, LeanReader) else None
 
     def _steady(self) -> bool:
         """Whether the next packet may be read here: the state paramiko's reader has

@@ -36,14 +36,9 @@ class ReadAheadSocket:
         self.before_wait: Callable[[], None] | None = None
 
     def recv(self, n: int) -> bytes:
-        data, pos = self._data, self._pos
-        if pos < len(data):
-            end = pos + n
-            if end >= len(data):
-                self._data, self._pos = b"", 0
-                return data[pos:] if pos else data
-            self._pos = end
-            return data[pos:end]
+        held = len(self._data) - self._pos
+        if held > 0:
+            return self.buffered(min(n, held)) or b""  # (never None: all of it is held)
         if self.before_wait is not None:
             self.before_wait()
         data = self._sock.recv(max(n, self._read_size))
