@@ -29,6 +29,7 @@ THREADS: `read_message` runs in paramiko's transport thread only, as paramiko's 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import time
@@ -110,18 +111,23 @@ class LeanWriter:
         self._lean = all(hasattr(packetizer, name) for name in PRIVATE_OUT_FIELDS)
         self.lean_packets = 0  # written here (the rest went through paramiko's send_message)
 
-    def send(self, payload: bytes) -> None:
-        """Send the SSH message `payload` (message type first)."""
+    def send(self, payload: bytes, channel: Any) -> bool:
+        """Send the SSH message `payload` (message type first) of `channel`; False, and
+        nothing sent, once the channel is closed. Looked at under the packetizer's write
+        lock: paramiko marks a channel closed before it sends the CLOSE, which needs that
+        lock, so a packet that found it open goes out before the CLOSE. (Sent after it,
+        OpenSSH, having freed the channel, drops the whole connection: "data packet
+        referred to nonexistent channel".)"""
         pk = self._pk
-        if not self._lean:
-            pk.send_message(Packed(payload))
-            return
         d = pk.__dict__
-        with d[WRITE_LOCK]:
-            if not d[AEAD_OUT] or d[COMPRESS_OUT] is not None or d[DUMP] \
-                    or d[BYTES_OUT] >= self._rekey_at or d[PACKETS_OUT] >= self._rekey_at:
+        with d.get(WRITE_LOCK) or contextlib.nullcontext():
+            if channel.closed or channel.eof_sent:
+                return False
+            if not self._lean or not d[AEAD_OUT] or d[COMPRESS_OUT] is not None \
+                    or d[DUMP] or d[BYTES_OUT] >= self._rekey_at \
+                    or d[PACKETS_OUT] >= self._rekey_at:
                 pk.send_message(Packed(payload))  # (the lock is an RLock)
-                return
+                return True
             size = len(payload)
             block = d[BLOCK_OUT]
             padding = 3 + block - ((size + 4) % block)
@@ -146,6 +152,7 @@ class LeanWriter:
             d[BYTES_OUT] += len(out)
             d[PACKETS_OUT] += 1
             self.lean_packets += 1
+            return True
 
 
 class LeanReader:

@@ -47,6 +47,7 @@ queue. The stderr budget fields are touched by the transport thread only.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import struct
@@ -268,6 +269,9 @@ class PushStream:
                                                      len(piece)) + piece)
 
     def _send_packet(self, payload: bytes) -> None:
+        """One packet of the channel's data; OSError once the channel is closed (checked
+        for each packet, as paramiko's Channel.send does, and where no CLOSE can have
+        gone out before it: see LeanWriter.send)."""
         transport: Any = self.channel.transport
         if transport.active and transport.clear_to_send.is_set():
             with transport.clear_to_send_lock:
@@ -275,8 +279,11 @@ class PushStream:
                 if transport.clear_to_send.is_set():
                     if self._writer is None:
                         self._writer = LeanWriter(transport.packetizer)
-                    self._writer.send(payload)
+                    if not self._writer.send(payload, self.channel):
+                        raise OSError(errno.EPIPE, "the channel is closed")
                     return
+        if self.channel.closed:
+            raise OSError(errno.EPIPE, "the channel is closed")
         transport._send_user_message(Packed(payload))  # waits out a key exchange
 
     def recv(self, n: int) -> bytes:

@@ -28,6 +28,7 @@ from pysshfs.ssh import leanpackets
 from pysshfs.ssh.leanpackets import LeanReader, LeanWriter
 from pysshfs.ssh.readahead import ReadAheadSocket
 
+OPEN = types.SimpleNamespace(closed=False, eof_sent=False)  # a channel, as send() sees it
 KEY = bytes(range(16))
 IV = bytes(range(100, 112))
 OURS = 3
@@ -66,7 +67,7 @@ def _wire(messages: list[Message], lean: bool = False,
     out = bytearray()
     for m in messages:
         if lean:
-            writer.send(m.asbytes())
+            writer.send(m.asbytes(), OPEN)
         else:
             sender.send_message(m)
         # (read as we go: the socketpair's buffer is smaller than a big message)
@@ -231,7 +232,7 @@ def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko() -> N
     sender = _sender(a)
     writer = LeanWriter(sender)
     sender.__dict__[leanpackets.BYTES_OUT] = sender.REKEY_BYTES - 10
-    writer.send(_data(OURS, b"x" * 100).asbytes())
+    writer.send(_data(OURS, b"x" * 100).asbytes(), OPEN)
     assert writer.lean_packets == 0
     assert sender.need_rekey()  # paramiko's send_message counted it and asked
     sender.close()
@@ -258,7 +259,7 @@ def test_lean_writer_waits_out_a_full_socket() -> None:
     t = threading.Thread(target=drain)
     t.start()
     for m in big:
-        writer.send(m.asbytes())
+        writer.send(m.asbytes(), OPEN)
     sender.close()
     a.close()
     t.join(10)
@@ -275,8 +276,27 @@ def test_lean_writer_on_a_stream_that_is_no_socket_writes_through_paramiko() -> 
     writer = LeanWriter(sender)
     written: list[bytes] = []
     sender.write_all = written.append  # type: ignore[method-assign]
-    writer.send(_data(OURS, b"x").asbytes())
+    writer.send(_data(OURS, b"x").asbytes(), OPEN)
     assert len(written) == 1 and writer.lean_packets == 1
+    sender.close()
+    a.close()
+    b.close()
+
+
+def test_lean_writer_sends_nothing_on_a_closed_channel() -> None:
+    """Looked at under the write lock the CLOSE needs: nothing may follow a CLOSE (OpenSSH
+    drops the connection for data on a channel it freed)."""
+    a, b = socket.socketpair()
+    sender = _sender(ReadAheadSocket(a))
+    writer = LeanWriter(sender)
+    state = _out_state(sender)
+    for closed, eof_sent in ((True, False), (False, True)):
+        channel = types.SimpleNamespace(closed=closed, eof_sent=eof_sent)
+        assert writer.send(_data(OURS, b"late").asbytes(), channel) is False
+    assert _out_state(sender) == state and writer.lean_packets == 0
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        b.recv(100)  # not a byte went out
     sender.close()
     a.close()
     b.close()
