@@ -176,7 +176,10 @@ class OpenAhead:
     def released(self, path: str) -> None:
         """A file opened ahead was closed: top up the files held after it. Done here, not
         in its open(): the program has its data by now and does not wait for this (the
-        kernel sends RELEASE after close(2) has returned)."""
+        kernel sends RELEASE after close(2) has returned). The first READs of held
+        files whose handles came go out now too (fs sends all of it, with the CLOSE, in
+        one write), not at the next open()."""
+        self._send_reads()
         with self._lock:
             walk = self._due.pop(path, None)
         if walk is not None:

@@ -226,11 +226,29 @@ class LeanReader:
 
     def _one(self) -> tuple[int, Message] | None:
         d = self._pk.__dict__
-        head = self._take(4, check_rekey=True)
-        size = _U32.unpack(head)[0]
-        if size > _MAX_PACKET or size < 2:
-            raise SSHException(f"Invalid packet length {size}")
-        body = self._take(size + _GCM_TAG)
+        sock = self._sock
+        data, pos = sock._data, sock._pos
+        if len(data) - pos >= 4:  # (inlined: the length and the whole packet read already)
+            size = _U32.unpack_from(data, pos)[0]
+            if size > _MAX_PACKET or size < 2:
+                raise SSHException(f"Invalid packet length {size}")
+            end = pos + 4 + size + _GCM_TAG
+            if end <= len(data):
+                head = data[pos:pos + 4]
+                body = data[pos + 4:end]
+                if end == len(data):
+                    sock._data, sock._pos = b"", 0
+                else:
+                    sock._pos = end
+            else:
+                head = self._take(4, check_rekey=True)
+                body = self._take(size + _GCM_TAG)
+        else:
+            head = self._take(4, check_rekey=True)
+            size = _U32.unpack(head)[0]
+            if size > _MAX_PACKET or size < 2:
+                raise SSHException(f"Invalid packet length {size}")
+            body = self._take(size + _GCM_TAG)
         iv = d[IV_IN]
         try:
             plain = d[ENGINE_IN].decrypt(iv, body, head)
