@@ -998,7 +998,8 @@ class SSHFS(Operations):
             # Nothing to wait for: its CLOSE, the first READs of files opened ahead and
             # the top-up's OPENs go out in one write (git status: one a file, not three).
             with self.session.batched():
-                return self._release(f, made)
+                self._release(f, made)
+            return 0
         return self._release(f, made)
 
     def _release(self, f: OpenFile, made: Any) -> int:

@@ -64,10 +64,10 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from pysshfs.lograte import RateLimitedLog
@@ -342,6 +342,33 @@ def _expect_limits(ptype: int, r: Reader, req: _Request) -> tuple[int, int, int,
 
 
 # --- the client -------------------------------------------------------------------------
+class _Batch:
+    """SFTPClient._batched's block (a class, not a generator: two or three of these per
+    file read in a cold git status, where contextlib's machinery cost more than the
+    batching saved). Inside one already open on this thread, the outer one sends."""
+
+    __slots__ = ("_client", "_outer")
+
+    def __init__(self, client: SFTPClient) -> None:
+        self._client = client
+        self._outer = False
+
+    def __enter__(self) -> None:
+        local = self._client._batch
+        self._outer = getattr(local, "packets", None) is not None
+        if not self._outer:
+            local.packets = []
+
+    def __exit__(self, *exc: object) -> None:
+        if self._outer:
+            return
+        local = self._client._batch
+        held = local.packets
+        local.packets = None
+        if held:
+            self._client._transmit(b"".join(held))
+
+
 class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
@@ -697,23 +724,12 @@ class SFTPClient:
             self._shutdown(exc)
             raise _lost_error(self.name, exc) from None
 
-    @contextmanager
-    def _batched(self) -> Iterator[None]:
+    def _batched(self) -> _Batch:
         """Requests this thread sends inside go out together at the end, in order, as one
         write: one SSH packet to encrypt and one socket write instead of one each (a
         request and the LSTAT read back behind it; a listing's first READDIRs). Never
         wait for a reply inside: its request has not left yet."""
-        if getattr(self._batch, "packets", None) is not None:
-            yield  # already batching: the outer block sends
-            return
-        held: list[bytes] = []
-        self._batch.packets = held
-        try:
-            yield
-        finally:
-            self._batch.packets = None
-            if held:
-                self._transmit(b"".join(held))
+        return _Batch(self)
 
     def _extended(self, name: str, parts: Sequence[bytes | memoryview], parse: Parser,
                   path: bytes | None, detail: Any = None) -> Future:
