@@ -193,6 +193,8 @@ class _Slot(Generic[T]):
                 self.cache.pop(key, None)
 
     def drop(self, key: str) -> None:
+        if self._links is not None and key not in self._links:
+            return  # not held (the common case: a cheap look before TTLCache.pop's layers)
         if self.cache is not None:
             self.cache.pop(key, None)
 

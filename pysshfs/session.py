@@ -466,6 +466,11 @@ class Session:
 
     def _client(self, deadline: float | None) -> SFTPClient:
         """The live client, waiting for a reconnect until `deadline` (monotonic)."""
+        client = self.sftp  # connected (every request asks): no lock for the answer, which
+        # may change right after it was given either way
+        if client is not None and self._state == CONNECTED and not client.closed \
+                and not self.closed and self._refused is None:
+            return client
         with self._cond:
             while True:
                 if self.closed:

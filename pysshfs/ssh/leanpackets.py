@@ -97,9 +97,18 @@ def _rekey_limit(packetizer: Any) -> int:
     return min(packetizer.REKEY_BYTES, packetizer.REKEY_PACKETS) - _REKEY_MARGIN
 
 
+_IV = struct.Struct(">4sQ")  # AES-GCM's nonce: fixed field, invocation counter
+
+
 def _next_iv(iv: bytes) -> bytes:
     """AES-GCM's invocation counter (RFC 5647 7.1): the last 8 bytes of the IV, plus one."""
-    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+    fixed, counter = _IV.unpack(iv)
+    return _IV.pack(fixed, (counter + 1) & 0xFFFFFFFFFFFFFFFF)
+
+
+# A packet's padding-length byte and its zero padding, by padding length (4 to 4 + a block).
+_PAD_HEAD = [bytes((n,)) for n in range(256)]
+_PAD_ZEROS = [bytes(n) for n in range(256)]
 
 
 class LeanWriter:
@@ -134,7 +143,7 @@ class LeanWriter:
             head = _U32.pack(size + padding + 1)
             iv = d[IV_OUT]
             out = head + d[ENGINE_OUT].encrypt(
-                iv, bytes((padding,)) + payload + bytes(padding), head)
+                iv, _PAD_HEAD[padding] + payload + _PAD_ZEROS[padding], head)
             d[IV_OUT] = _next_iv(iv)
             d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
             d[KEEPALIVE_LAST] = time.time()

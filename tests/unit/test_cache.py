@@ -353,3 +353,16 @@ def test_slot_get_expires_and_keeps_recently_used(fast: bool) -> None:
     now[0] += 5  # "a" reached its TTL
     assert slot.get("a") is None and slot.get("c") == "C"
     assert slot.get("nothing") is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_slot_drop_forgets_held_and_ignores_unknown(fast: bool) -> None:
+    slot: _Slot[str] = _Slot(True, 10.0, 4)
+    if not fast:
+        slot._links = None
+    slot.put("a", "A")
+    slot.put("b", "B")
+    slot.drop("nothing")
+    slot.drop("a")
+    assert slot.get("a") is None and slot.get("b") == "B"
+    assert slot.cache is not None and len(slot.cache) == 1
