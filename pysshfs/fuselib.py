@@ -111,7 +111,7 @@ def read(exc: BaseException) -> None:  # (named for mfusepy's messages about it)
 
 _failed_read = read
 del read
-_raisers: dict[str, Any] = {"read": _failed_read}
+_raisers: dict[str, Any] = {}
 
 
 def _raiser(name: str) -> Any:
