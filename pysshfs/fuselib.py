@@ -111,6 +111,21 @@ def read(exc: BaseException) -> None:  # (named for mfusepy's messages about it)
 
 _failed_read = read
 del read
+_raisers: dict[str, Any] = {}
+
+
+def _raiser(name: str) -> Any:
+    """A function named `name` that raises its first argument (the operation's own follow,
+    for mfusepy's log line): a failure of the FUSE
+    operation `name`, handed to mfusepy's _wrapper (it judges by the function's name:
+    init's failures propagate, getattr's ENOENT is logged without a traceback)."""
+    fn = _raisers.get(name)
+    if fn is None:
+        def fn(exc: BaseException, *args: Any) -> None:
+            raise exc
+        fn.__name__ = fn.__qualname__ = name
+        _raisers[name] = fn
+    return fn
 
 
 class FUSE(mfusepy.FUSE):
@@ -163,9 +178,16 @@ class FUSE(mfusepy.FUSE):
         return read
 
     def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """mfusepy's, with the call that succeeds made here: every FUSE call goes through
+        this, and the super() call with its argument packing was a few per cent of the
+        daemon's Python time in a cold git status. A failure is raised again inside
+        mfusepy's _wrapper, under the operation's name, and judged there as before."""
         if not getattr(_pinned, "done", False):
             _pin_thread_state()
-        return super()._wrapper(func, *args, **kwargs)
+        try:
+            return func(*args, **kwargs) or 0
+        except BaseException as exc:  # noqa: BLE001 - judged by mfusepy, as any call
+            return super()._wrapper(_raiser(func.__name__), exc, *args)
 
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
         """mfusepy's, with the stat filled in one call (see statpack)."""

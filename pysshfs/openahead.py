@@ -57,8 +57,9 @@ from pysshfs.sftp.codec import SSH_FXF_READ, Attrs
 
 log = logging.getLogger(__name__)
 
-# A directory's entries (name, kind) in some order, and each name's position in it.
-_Order = tuple[list[tuple[str, int]], dict[str, int]]
+# A directory's entries (name, kind, FUSE path) in some order, and each name's position
+# in it (the paths made once per listing, not at every top-up).
+_Order = tuple[list[tuple[str, int, str]], dict[str, int]]
 _FILE, _DIR, _OTHER = 0, 1, 2  # kinds of entries
 MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cost per open)
 
@@ -176,7 +177,10 @@ class OpenAhead:
     def released(self, path: str) -> None:
         """A file opened ahead was closed: top up the files held after it. Done here, not
         in its open(): the program has its data by now and does not wait for this (the
-        kernel sends RELEASE after close(2) has returned)."""
+        kernel sends RELEASE after close(2) has returned). The first READs of held
+        files whose handles came go out now too (fs sends all of it, with the CLOSE, in
+        one write), not at the next open()."""
+        self._send_reads()
         with self._lock:
             walk = self._due.pop(path, None)
         if walk is not None:
@@ -227,7 +231,6 @@ class OpenAhead:
         for _ in range(8 * self.ahead):  # bounded: empty directories, symlinks
             if len(found) >= self.ahead:
                 break
-            base = "" if where == "/" else where
             if i >= len(entries):
                 up = parent_of(where)
                 if not walk or where == "/" or up not in self._last_open:
@@ -238,15 +241,15 @@ class OpenAhead:
                     break
                 where, entries, i = up, above[1][0], at + 1
                 continue
-            child, kind = entries[i]
+            _, kind, child = entries[i]
             i += 1
             if kind == _FILE:
-                found.append(f"{base}/{child}")
+                found.append(child)
             elif kind == _DIR:
-                below = self._orders_of(f"{base}/{child}") if walk else None
+                below = self._orders_of(child) if walk else None
                 if below is None:
                     break
-                where, entries, i = f"{base}/{child}", below[1][0], 0
+                where, entries, i = child, below[1][0], 0
         return found
 
     def _orders_of(self, parent: str) -> tuple[_Order, _Order] | None:
@@ -262,11 +265,12 @@ class OpenAhead:
         names = self.cache.listing(parent)
         if names is None:
             return None
-        listed = [(n, _FILE if stat.S_ISREG(mode) else _DIR if stat.S_ISDIR(mode) else _OTHER)
-                  for n, mode in names]
+        base = "" if parent == "/" else parent
+        listed = [(n, _FILE if stat.S_ISREG(mode) else _DIR if stat.S_ISDIR(mode) else _OTHER,
+                   f"{base}/{n}") for n, mode in names]
         by_name = sorted(listed)
-        orders = ((listed, {n: i for i, (n, _) in enumerate(listed)}),
-                  (by_name, {n: i for i, (n, _) in enumerate(by_name)}))
+        orders = ((listed, {n: i for i, (n, _, _) in enumerate(listed)}),
+                  (by_name, {n: i for i, (n, _, _) in enumerate(by_name)}))
         with self._lock:
             self._orders[parent] = (stamp, orders)
             while len(self._orders) > 256:

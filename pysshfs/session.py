@@ -58,9 +58,9 @@ import logging
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -161,6 +161,35 @@ def _raises_floor(future: Future, rf: RemoteFile, end: int) -> Future:
     future.add_done_callback(acknowledged)
     return future
 
+
+
+class _Together:
+    """Session._together's block (a class, not a generator: see SFTPClient's _Batch)."""
+
+    __slots__ = ("_session", "_client", "_batch")
+
+    def __init__(self, session: Session, client: SFTPClient) -> None:
+        self._session = session
+        self._client = client
+        self._batch = client.batched()
+
+    def __enter__(self) -> None:
+        self._batch.__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> bool:
+        try:
+            self._batch.__exit__(kind, exc, tb)
+        except OSError as sent:
+            exc = sent
+            if sent.errno not in LOST or not self._client.closed:
+                raise
+        else:
+            if not isinstance(exc, OSError) or exc.errno not in LOST \
+                    or not self._client.closed:
+                return False  # (whatever the block raised goes on)
+        self._session._mark_lost(self._client)
+        return True
 
 class Session:
     """Owns the connection; knows where the mount's root is on the server."""
@@ -437,6 +466,11 @@ class Session:
 
     def _client(self, deadline: float | None) -> SFTPClient:
         """The live client, waiting for a reconnect until `deadline` (monotonic)."""
+        client = self.sftp  # connected (every request asks): no lock for the answer, which
+        # may change right after it was given either way
+        if client is not None and self._state == CONNECTED and not client.closed \
+                and not self.closed and self._refused is None:
+            return client
         with self._cond:
             while True:
                 if self.closed:
@@ -649,31 +683,21 @@ class Session:
                     for path in paths]
         return []  # lost before: nothing sent
 
-    @contextmanager
-    def batched(self) -> Iterator[None]:
+    def batched(self) -> AbstractContextManager[Any]:
         """Requests this thread sends inside on the live connection go out in one write at
         the end (SFTPClient.batched): never wait for a reply inside. See _together."""
         client = self.sftp
         if client is None:
-            yield
-            return
-        with self._together(client):
-            yield
+            return nullcontext()
+        return self._together(client)
 
-    @contextmanager
-    def _together(self, client: SFTPClient) -> Iterator[None]:
+    def _together(self, client: SFTPClient) -> _Together:
         """client.batched(), where a connection that dies as the write goes out fails the
         requests' futures, as if it had died with them in flight, and raises nothing:
         what is sent in a batch is only ever waited for through its futures, and the
         open() or close(2) that happened to send it (open-ahead) must not fail with the
         connection's error."""
-        try:
-            with client.batched():
-                yield
-        except OSError as exc:
-            if exc.errno not in LOST or not client.closed:
-                raise
-            self._mark_lost(client)
+        return _Together(self, client)
 
     def _handle(self, rf: RemoteFile, deadline: float | None) -> tuple[SFTPClient, bytes]:
         """The live handle of `rf`, reopening it by path after a reconnect."""

@@ -28,13 +28,14 @@ class Traffic:
     rtt: float | None = None  # smoothed seconds, small requests only
     rtt_min: float | None = None
 
-    def replied(self, nbytes: int, op: str, started: float) -> None:
-        """One reply of `nbytes` to an `op` sent at `started` (time.monotonic)."""
+    def replied(self, nbytes: int, op: str, started: float, now: float | None = None) -> None:
+        """One reply of `nbytes` to an `op` sent at `started`, come at `now`
+        (time.monotonic; None: now)."""
         self.replies += 1
         self.bytes_received += nbytes
         if op in _BULK or not started:
             return
-        sample = time.monotonic() - started
+        sample = (time.monotonic() if now is None else now) - started
         self.rtt = sample if self.rtt is None else self.rtt + _GAIN * (sample - self.rtt)
         if self.rtt_min is None or sample < self.rtt_min:
             self.rtt_min = sample

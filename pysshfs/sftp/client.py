@@ -64,10 +64,10 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from pysshfs.lograte import RateLimitedLog
@@ -342,6 +342,33 @@ def _expect_limits(ptype: int, r: Reader, req: _Request) -> tuple[int, int, int,
 
 
 # --- the client -------------------------------------------------------------------------
+class _Batch:
+    """SFTPClient._batched's block (a class, not a generator: two or three of these per
+    file read in a cold git status, where contextlib's machinery cost more than the
+    batching saved). Inside one already open on this thread, the outer one sends."""
+
+    __slots__ = ("_client", "_outer")
+
+    def __init__(self, client: SFTPClient) -> None:
+        self._client = client
+        self._outer = False
+
+    def __enter__(self) -> None:
+        local = self._client._batch
+        self._outer = getattr(local, "packets", None) is not None
+        if not self._outer:
+            local.packets = []
+
+    def __exit__(self, *exc: object) -> None:
+        if self._outer:
+            return
+        local = self._client._batch
+        held = local.packets
+        local.packets = None
+        if held:
+            self._client._transmit(b"".join(held))
+
+
 class SFTPClient:
     """One SFTP session on `stream` (a paramiko Channel, a PipeStream, ...)."""
 
@@ -368,7 +395,11 @@ class SFTPClient:
         self._reader: threading.Thread | None = None
         self._close_reason: BaseException | str | None = None
         self._closed_locally = False
-        self._inbuf = bytearray()
+        # A packet begun and not whole yet: its pieces as they came, their bytes, and the
+        # bytes it needs with its length field (0: that field is not whole yet either).
+        self._parts: list[bytes] = []
+        self._have = 0
+        self._need = 0
         self._awaiting_version = True
         self._closing = threading.Event()  # set once, by _shutdown: stops the watchdog
         self.replies = 0  # replies matched to a request (how much this session did)
@@ -561,35 +592,56 @@ class SFTPClient:
 
     def _consume(self, chunk: bytes) -> None:
         """Cut every complete packet out of what has arrived and dispatch it (called by
-        the reader thread, or by a pushing stream's own thread; never concurrently)."""
-        buf = self._inbuf
+        the reader thread, or by a pushing stream's own thread; never concurrently).
+
+        A reply that came whole (or several) is cut straight out of `chunk`; one that
+        spans SSH packets (a READ reply of more than ~32 KiB) is kept as its pieces and
+        joined once, when all of it is there: no copy of every piece into a buffer, no
+        copy back out of it, nothing moved for what is left."""
         self.bytes_moved += len(chunk)
-        if not buf and not self._awaiting_version and len(chunk) >= 9:
-            # One whole reply (a server writes each answer at once, and it comes in one
-            # SSH packet when it fits): straight to its request, nothing buffered.
-            length = _U32_HEAD.unpack_from(chunk)[0]
-            if length + 4 == len(chunk) and length <= MAX_PACKET_LENGTH:
-                self._dispatch(chunk[4:])
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
+        if self._parts:
+            parts = self._parts
+            parts.append(chunk)
+            self._have += len(chunk)
+            if not self._need:  # (rare: even the length field was cut)
+                if self._have < _HEADER_SIZE:
+                    return
+                self._parts = parts = [b"".join(parts)]
+                self._need = _HEADER_SIZE + self._checked_length(parts[0], 0)
+            if self._have < self._need:
                 return
-        buf += chunk
+            chunk = b"".join(parts)
+            self._parts = []
+            self._have = self._need = 0
         pos = 0
-        end = len(buf)
+        end = len(chunk)
+        need = 0
         while end - pos >= _HEADER_SIZE:
-            length = int.from_bytes(buf[pos:pos + 4], "big")
-            if length < 5 or length > MAX_PACKET_LENGTH:
-                raise ProtocolError(f"packet length {length} out of range")
-            if end - pos < 4 + length:
+            after = pos + _HEADER_SIZE + self._checked_length(chunk, pos)
+            if after > end:
+                need = after - pos
                 break
-            with memoryview(buf) as view:  # one copy out, and the export ends here
-                packet = bytes(view[pos + 4:pos + 4 + length])
-            pos += 4 + length
+            packet = chunk[pos + _HEADER_SIZE:after]
+            pos = after
             if self._awaiting_version:
                 self._awaiting_version = False
                 self._handle_version(packet)
             else:
                 self._dispatch(packet)
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            rest = chunk[pos:] if pos else chunk
+            self._parts = [rest]
+            self._have = len(rest)
+            self._need = need
+
+    @staticmethod
+    def _checked_length(data: bytes, pos: int) -> int:
+        length: int = _U32_HEAD.unpack_from(data, pos)[0]
+        if length < 5 or length > MAX_PACKET_LENGTH:
+            raise ProtocolError(f"packet length {length} out of range")
+        return length
 
     def _handle_version(self, packet: bytes) -> None:
         if packet[0] != SSH_FXP_VERSION:
@@ -609,9 +661,10 @@ class SFTPClient:
                          "%s: reply %s to unknown request %d ignored", self.name,
                          PACKET_NAMES.get(ptype, ptype), request_id)
             return
-        self.traffic.replied(len(packet) + 4, req.op, req.started)
+        now = time.monotonic()
+        self.traffic.replied(len(packet) + 4, req.op, req.started, now)
         self.replies += 1
-        self._last_reply = time.monotonic()
+        self._last_reply = now
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
                       len(packet), (time.monotonic() - req.started) * 1000)
@@ -671,23 +724,12 @@ class SFTPClient:
             self._shutdown(exc)
             raise _lost_error(self.name, exc) from None
 
-    @contextmanager
-    def _batched(self) -> Iterator[None]:
+    def _batched(self) -> _Batch:
         """Requests this thread sends inside go out together at the end, in order, as one
         write: one SSH packet to encrypt and one socket write instead of one each (a
         request and the LSTAT read back behind it; a listing's first READDIRs). Never
         wait for a reply inside: its request has not left yet."""
-        if getattr(self._batch, "packets", None) is not None:
-            yield  # already batching: the outer block sends
-            return
-        held: list[bytes] = []
-        self._batch.packets = held
-        try:
-            yield
-        finally:
-            self._batch.packets = None
-            if held:
-                self._transmit(b"".join(held))
+        return _Batch(self)
 
     def _extended(self, name: str, parts: Sequence[bytes | memoryview], parse: Parser,
                   path: bytes | None, detail: Any = None) -> Future:

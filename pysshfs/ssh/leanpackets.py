@@ -97,9 +97,18 @@ def _rekey_limit(packetizer: Any) -> int:
     return min(packetizer.REKEY_BYTES, packetizer.REKEY_PACKETS) - _REKEY_MARGIN
 
 
+_IV = struct.Struct(">4sQ")  # AES-GCM's nonce: fixed field, invocation counter
+
+
 def _next_iv(iv: bytes) -> bytes:
     """AES-GCM's invocation counter (RFC 5647 7.1): the last 8 bytes of the IV, plus one."""
-    return iv[:4] + ((int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+    fixed, counter = _IV.unpack(iv)
+    return _IV.pack(fixed, (counter + 1) & 0xFFFFFFFFFFFFFFFF)
+
+
+# A packet's padding-length byte and its zero padding, by padding length (4 to 4 + a block).
+_PAD_HEAD = [bytes((n,)) for n in range(256)]
+_PAD_ZEROS = [bytes(n) for n in range(256)]
 
 
 class LeanWriter:
@@ -134,7 +143,7 @@ class LeanWriter:
             head = _U32.pack(size + padding + 1)
             iv = d[IV_OUT]
             out = head + d[ENGINE_OUT].encrypt(
-                iv, bytes((padding,)) + payload + bytes(padding), head)
+                iv, _PAD_HEAD[padding] + payload + _PAD_ZEROS[padding], head)
             d[IV_OUT] = _next_iv(iv)
             d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
             d[KEEPALIVE_LAST] = time.time()
@@ -226,11 +235,29 @@ class LeanReader:
 
     def _one(self) -> tuple[int, Message] | None:
         d = self._pk.__dict__
-        head = self._take(4, check_rekey=True)
-        size = _U32.unpack(head)[0]
-        if size > _MAX_PACKET or size < 2:
-            raise SSHException(f"Invalid packet length {size}")
-        body = self._take(size + _GCM_TAG)
+        sock = self._sock
+        data, pos = sock._data, sock._pos
+        if len(data) - pos >= 4:  # (inlined: the length and the whole packet read already)
+            size = _U32.unpack_from(data, pos)[0]
+            if size > _MAX_PACKET or size < 2:
+                raise SSHException(f"Invalid packet length {size}")
+            end = pos + 4 + size + _GCM_TAG
+            if end <= len(data):
+                head = data[pos:pos + 4]
+                body = data[pos + 4:end]
+                if end == len(data):
+                    sock._data, sock._pos = b"", 0
+                else:
+                    sock._pos = end
+            else:
+                head = self._take(4, check_rekey=True)
+                body = self._take(size + _GCM_TAG)
+        else:
+            head = self._take(4, check_rekey=True)
+            size = _U32.unpack(head)[0]
+            if size > _MAX_PACKET or size < 2:
+                raise SSHException(f"Invalid packet length {size}")
+            body = self._take(size + _GCM_TAG)
         iv = d[IV_IN]
         try:
             plain = d[ENGINE_IN].decrypt(iv, body, head)

@@ -59,6 +59,11 @@ class ReadAheadSocket:
         self._pos = end
         return data[pos:end]
 
+    def fileno(self) -> int:
+        # (asked at every leanpackets write: not through __getattr__; never cached, a
+        # closed socket's number may be another file's by then)
+        return self._sock.fileno()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from pysshfs.cache import CacheConfig, MetadataCache, parent_of
+import pytest
+
+from pysshfs.cache import CacheConfig, MetadataCache, _Slot, parent_of
 from pysshfs.sftp.codec import Attrs
 
 
@@ -331,3 +333,36 @@ def test_listing_entries_carry_the_attributes_still_held() -> None:
     assert c.listing_entries("/d") == [("a", 0o100644, None), ("b", 0o100644, None)]
     clock.now += 20
     assert c.listing_entries("/d") is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_slot_get_expires_and_keeps_recently_used(fast: bool) -> None:
+    """_Slot.get answers as `in` then [] would (expired: None), read from TTLCache's
+    dicts or not, and a hit counts as a use: the least recently used goes when full."""
+    now = [100.0]
+    slot: _Slot[str] = _Slot(True, 10.0, 2, clock=lambda: now[0])
+    if not fast:
+        slot._links = None
+    assert (slot._links is not None) is fast
+    slot.put("a", "A")
+    now[0] += 5
+    slot.put("b", "B")
+    assert slot.get("a") == "A"  # used: "b" is now the least recently used
+    slot.put("c", "C")
+    assert slot.get("b") is None and slot.get("a") == "A" and slot.get("c") == "C"
+    now[0] += 5  # "a" reached its TTL
+    assert slot.get("a") is None and slot.get("c") == "C"
+    assert slot.get("nothing") is None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_slot_drop_forgets_held_and_ignores_unknown(fast: bool) -> None:
+    slot: _Slot[str] = _Slot(True, 10.0, 4)
+    if not fast:
+        slot._links = None
+    slot.put("a", "A")
+    slot.put("b", "B")
+    slot.drop("nothing")
+    slot.drop("a")
+    assert slot.get("a") is None and slot.get("b") == "B"
+    assert slot.cache is not None and len(slot.cache) == 1

@@ -261,3 +261,14 @@ def test_fuse_operations_slot(slot: str) -> None:
     assert picked.__qualname__.startswith("FUSE.") and picked.__module__ == fuselib.__name__, \
         _gone("mfusepy", f"the dispatch of {slot} (it picks {picked.__qualname__} from "
               f"{picked.__module__})", "fuselib.py")
+
+
+def test_cachetools_ttlcache_keeps_its_dicts() -> None:
+    """cache._Slot.get reads TTLCache's own dicts (one call a lookup instead of `in` and
+    []); without them it falls back to those, slower and as correct."""
+    from pysshfs import cache
+
+    slot: cache._Slot[int] = cache._Slot(True, 10.0, 10)
+    assert slot._links is not None, \
+        _gone("cachetools", f"TTLCache.{cache.CACHETOOLS_LINKS} / {cache.CACHETOOLS_DATA}",
+              "cache.py")
