@@ -660,6 +660,7 @@ class SSHFS(Operations):
 
     def link(self, target: str, source: str) -> int:
         """Hard link: `target` (new name) for the existing `source`."""
+        self._stop_holding(source)  # (the new name opened reads what the server has)
         try:
             self.session.hardlink(self.session.remote_path(source),
                                   self.session.remote_path(target))
@@ -839,10 +840,13 @@ class SSHFS(Operations):
         need the handle, a round trip later) and refresh our cache; when its size or
         mtime differ from what the kernel was told, the kernel's attributes and pages go."""
         settle_bulk_writes(path)  # what was written is there to read, or to truncate
-        self._send_held_of(path, stop=True)  # and a second handle reads the server's
+        held_here = self._stop_holding(path)  # and a second handle reads the server's
         reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
         if reading and self.open_ahead is not None:
             taken = self.open_ahead.take(path)
+            if taken is not None and held_here:  # opened (and read) before they went out
+                self.session.close_handle(taken[0])
+                taken = None
             if taken is not None:
                 rf = taken[0]
                 if rf.attrs_at_open is not None:  # read when it was opened ahead
@@ -899,7 +903,7 @@ class SSHFS(Operations):
         flags |= os.O_CREAT
         remote = self.session.remote_path(path)
         settle_bulk_writes(path)  # (O_TRUNC must come after the writes before it)
-        self._send_held_of(path, stop=True)
+        self._stop_holding(path)
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
                                        Attrs(mode=mode & 0o7777), read_back=True)
@@ -942,22 +946,38 @@ class SSHFS(Operations):
         told comes from the high water, see _stat_of)."""
         self.cache.changed(f.path)
 
-    def _send_held(self, f: OpenFile, *, stop: bool = False) -> None:
+    def _send_held(self, f: OpenFile, *, stop: bool = False, report: bool = False) -> None:
         """Send the writes held for `f` (see pysshfs.heldwrites) before a request that
-        must reach the server after them; `stop`: hold none of its writes from now on."""
+        must reach the server after them; `stop`: hold none of its writes from now on.
+        `report`: raise a write error now (flush, fsync, release: where one of a WRITE
+        sent at once is raised); otherwise it waits for one of those."""
         held = self._held.get(f) if self._held else None
         if held is not None:
-            held.send(stop=stop)
+            held.send(stop=stop, report=report)
 
     def _send_held_of(self, path: str, *, stop: bool = False) -> None:
-        """_send_held for every open file of `path` (`stop`: another handle of it is
-        opened, or its size is set: from now on its writes go out as they come)."""
+        """_send_held for every open file of `path` (`stop`: its size is set: from now
+        on its writes go out as they come)."""
         if not self._held:
             return
         with self._files_lock:
             held = [f for f in self._held if f.path == path]
         for f in held:
             self._send_held(f, stop=stop)
+
+    def _stop_holding(self, path: str) -> bool:
+        """A file is opened (`path`) or linked: send what is held for every open file,
+        which go on writing as they come: a second handle of one, under any name (a hard
+        link, a symlink shown as its target), reads what the server has, and may read
+        again while the first still writes. (tar and cp -r close a file before opening
+        the next.) True: `path` itself had writes held."""
+        if not self._held:
+            return False
+        with self._files_lock:
+            held = list(self._held)
+        for f in held:
+            self._send_held(f, stop=True)
+        return any(f.path == path for f in held)
 
     def copy_file_range(self, path_in: str, fh_in: int, offset_in: int, path_out: str,
                         fh_out: int, offset_out: int, size: int, flags: int) -> int:
@@ -1003,7 +1023,7 @@ class SSHFS(Operations):
     def flush(self, path: str, fh: int) -> int:
         f = self._file(fh)
         if self._held:
-            self._send_held(f)
+            self._send_held(f, report=True)
         if self._made_files:
             self._await_last_setstat(f)
         f.flush()
@@ -1028,7 +1048,7 @@ class SSHFS(Operations):
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         f = self._file(fh)
         if self._held:
-            self._send_held(f)
+            self._send_held(f, report=True)
         f.fsync(self.session.has_extension("fsync@openssh.com"))
         if self._made_files:
             self._settle(f)
@@ -1045,7 +1065,7 @@ class SSHFS(Operations):
         try:
             if held is not None:
                 try:
-                    held.send(stop=True)
+                    held.send(stop=True, report=True)
                 except OSError as exc:
                     error = exc
             if made:  # times set unwaited: after the writes before them, before the CLOSE

@@ -79,14 +79,22 @@ class HeldWrites:
                 self.on_sent()
             return written
 
-    def send(self, *, stop: bool = False) -> None:
-        """Send what is held (`stop`: and hold nothing more); raise an error of a WRITE
-        sent in the background that was not reported yet."""
+    def send(self, *, stop: bool = False, report: bool = True) -> None:
+        """Send what is held (`stop`: and hold nothing more). `report`: raise the error
+        of a WRITE that failed and was not reported yet (the owner's close, fsync);
+        otherwise it is kept for the next call that reports (a request on the file by
+        someone else, or one that does not report write errors)."""
         with self.lock:
             if stop:
                 self.holding = False
-            self._send_locked()
-            self._raise_error()
+            try:
+                self._send_locked()
+            except OSError as exc:
+                if report:
+                    raise
+                self.error = self.error or exc
+            if report:
+                self._raise_error()
 
     def send_if_due(self, due: float) -> None:
         """(the deadline thread) Send what is held if it was held by `due`."""

@@ -39,6 +39,33 @@ def test_held_writes_show_and_reach_the_server(mounter: Mounter) -> None:
     assert (m.root / "f").read_bytes() == DATA + b"d" * 100 + b"e" * 100
 
 
+def test_opening_any_file_sends_what_is_held(mounter: Mounter) -> None:
+    """Opening another file sends what is held (a symlink shown as its target is
+    another path of the same file), and the holding stops: writes go as they come."""
+    m = mounter()
+    (m.root / "other").write_bytes(b"o")
+    fd = made_with_pieces(m.mnt / "f")
+    try:
+        assert (m.mnt / "other").read_bytes() == b"o"
+        assert (m.root / "f").read_bytes() == DATA
+        os.write(fd, b"d" * 10)
+        assert wait_for(lambda: (m.root / "f").stat().st_size == len(DATA) + 10, 0.15)
+    finally:
+        os.close(fd)
+
+
+def test_a_hard_link_reads_what_is_held(mounter: Mounter) -> None:
+    m = mounter()
+    fd = made_with_pieces(m.mnt / "f")
+    try:
+        os.link(m.mnt / "f", m.mnt / "g")
+        assert (m.mnt / "g").read_bytes() == DATA
+        os.write(fd, b"e" * 10)
+        assert (m.mnt / "g").read_bytes() == DATA + b"e" * 10
+    finally:
+        os.close(fd)
+
+
 def test_fsync_and_close_send_what_is_held(mounter: Mounter) -> None:
     m = mounter()
     fd = made_with_pieces(m.mnt / "f")

@@ -116,3 +116,15 @@ def test_an_error_of_a_send_in_the_background_is_raised_once(
     held.write(b"b" * 10, 10)
     held.send()
     assert f.writes == [(10, b"b" * 10)]
+
+
+def test_an_error_met_for_someone_else_waits_for_the_owner() -> None:
+    """Sent because another file was opened (or a chmod): its error is not theirs."""
+    f = RecordingFile()
+    held = HeldWrites(f, 1000)
+    held.write(b"a" * 10, 0)
+    f.fail = OSError(errno.EDQUOT, "earlier write failed")
+    held.send(stop=True, report=False)
+    with pytest.raises(OSError) as caught:
+        held.send(report=True)
+    assert caught.value.errno == errno.EDQUOT
