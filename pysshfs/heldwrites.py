@@ -6,8 +6,10 @@ replies. Held while they follow on from each other, they go out as one WRITE whe
 would not fit or not follow on, when something must reach the server after them (the
 file's times, its close, an fsync, a truncate, another open of it: the caller sends what is
 held first), and at the latest HOLD_SECONDS after the first was held. Only for a file
-created here with O_EXCL and open write-only, while no other handle of it is open: nobody
-can read it but through this mount, which answers its size from the high water.
+created here with O_EXCL and open write-only, until any file is opened on the mount (a
+second handle of it may have another name): nobody reads it meanwhile, and this mount
+answers its size from the high water. tar x and cp -r close a file before opening the
+next, so they keep the holding.
 
 An error of a WRITE sent in the background is raised by the next call on the file, as an
 error of a WRITE sent at once is (fileio.OpenFile keeps it, reports it once).
