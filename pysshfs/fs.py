@@ -10,8 +10,9 @@ THREADS AND LOCKS. Every FUSE method runs on a libfuse worker thread, many at on
 and `destroy` run once. Background threads call back in: the prefetch workers
 (`_prefetch_listing`) and the control server's request threads
 (status, refresh). `_files_lock` guards `_files` (fh -> OpenFile) for insertions, removals
-and iteration, and `_made_files` with the lists in it (attribute changes sent unwaited);
-single lookups rely on dict operations being atomic under the GIL.
+and iteration, `_made_files` with the lists in it (attribute changes sent unwaited)
+and `_held` (writes held to go as one: pysshfs.heldwrites, each with its own lock, never
+taken under `_files_lock`); single lookups rely on dict operations being atomic under the GIL.
 Per-file I/O state belongs to `OpenFile` (its own lock, see fileio.py), cached metadata to
 `MetadataCache` (one short lock), the libfuse handle used for invalidations to
 `KernelCache`'s lock. The bookkeeping dicts `_kernel_saw`, `_told_kernel`,
@@ -38,6 +39,7 @@ from typing import Any
 from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile, settle_bulk_writes
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
+from pysshfs.heldwrites import HOLD_BYTES, HeldWrites
 from pysshfs.idmap import ByNameIdMapper, IdMapper
 from pysshfs.mountspec import MountOptions
 from pysshfs.openahead import OpenAhead
@@ -202,6 +204,9 @@ class SSHFS(Operations):
         # them unwaited, settled by flush, fsync and release (see utimens). Under
         # _files_lock.
         self._made_files: dict[OpenFile, list[tuple[Future, Attrs]]] = {}
+        # Of those, the ones open write-only and alone: their small writes held to go
+        # out as one WRITE (tar x). Under _files_lock.
+        self._held: dict[OpenFile, HeldWrites] = {}
         self.kernel = KernelCache()
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
@@ -655,6 +660,7 @@ class SSHFS(Operations):
 
     def link(self, target: str, source: str) -> int:
         """Hard link: `target` (new name) for the existing `source`."""
+        self._stop_holding(source)  # (the new name opened reads what the server has)
         try:
             self.session.hardlink(self.session.remote_path(source),
                                   self.session.remote_path(target))
@@ -680,6 +686,7 @@ class SSHFS(Operations):
         it (unless follow_symlinks shows links as their targets)."""
         remote = self.session.remote_path(path)
         settle_bulk_writes(path)  # a write landing after a utime would bump the mtime
+        self._send_held_of(path)
         try:
             after = self.session.setstat_and_lstat(remote, attrs, self.follow_symlinks)
         finally:
@@ -747,6 +754,7 @@ class SSHFS(Operations):
             if before is None or before.mode is None or not stat.S_ISREG(before.mode):
                 return False
             settle_bulk_writes(path)  # (the second channel's writes must not come after it)
+            self._send_held(f)  # nor the writes held here
             fut = self.session.fsetstat_async(f.handle, times)
             with self._files_lock:
                 queued.append((fut, times))
@@ -792,6 +800,7 @@ class SSHFS(Operations):
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         f = self._files.get(fh) if fh is not None else None
+        self._send_held_of(path, stop=True)
         for other in self._open_files_of(path):
             other.drain()
             self._settle(other)
@@ -831,9 +840,13 @@ class SSHFS(Operations):
         need the handle, a round trip later) and refresh our cache; when its size or
         mtime differ from what the kernel was told, the kernel's attributes and pages go."""
         settle_bulk_writes(path)  # what was written is there to read, or to truncate
+        held_here = self._stop_holding(path)  # and a second handle reads the server's
         reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
         if reading and self.open_ahead is not None:
             taken = self.open_ahead.take(path)
+            if taken is not None and held_here:  # opened (and read) before they went out
+                self.session.close_handle(taken[0])
+                taken = None
             if taken is not None:
                 rf = taken[0]
                 if rf.attrs_at_open is not None:  # read when it was opened ahead
@@ -890,6 +903,7 @@ class SSHFS(Operations):
         flags |= os.O_CREAT
         remote = self.session.remote_path(path)
         settle_bulk_writes(path)  # (O_TRUNC must come after the writes before it)
+        self._stop_holding(path)
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
                                        Attrs(mode=mode & 0o7777), read_back=True)
@@ -902,8 +916,12 @@ class SSHFS(Operations):
             self.cache.learned_attrs(path, handle.attrs_at_open)
         fh = self._register(path, handle, flags)
         if flags & os.O_EXCL and flags & os.O_ACCMODE != os.O_RDONLY:
+            f = self._files[fh]
             with self._files_lock:
-                self._made_files[self._files[fh]] = []
+                self._made_files[f] = []
+                if flags & os.O_ACCMODE == os.O_WRONLY:
+                    self._held[f] = HeldWrites(f, min(HOLD_BYTES, self.chunk_write),
+                                               functools.partial(self._held_sent, f))
         return fh
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -914,9 +932,52 @@ class SSHFS(Operations):
         return self._file(fh).read(size, offset)
 
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        written = self._file(fh).write(data, offset)
+        f = self._file(fh)
+        held = self._held.get(f) if self._held else None
+        if held is not None:  # the cache hears of it when the bytes go out (_held_sent)
+            return held.write(data, offset)
+        written = f.write(data, offset)
         self.cache.changed(path)
         return written
+
+    def _held_sent(self, f: OpenFile) -> None:
+        """Writes of `f` went out: what an LSTAT read before says is old now (while
+        they were held, the cached attributes were the server's; the size the kernel is
+        told comes from the high water, see _stat_of)."""
+        self.cache.changed(f.path)
+
+    def _send_held(self, f: OpenFile, *, stop: bool = False, report: bool = False) -> None:
+        """Send the writes held for `f` (see pysshfs.heldwrites) before a request that
+        must reach the server after them; `stop`: hold none of its writes from now on.
+        `report`: raise a write error now (flush, fsync, release: where one of a WRITE
+        sent at once is raised); otherwise it waits for one of those."""
+        held = self._held.get(f) if self._held else None
+        if held is not None:
+            held.send(stop=stop, report=report)
+
+    def _send_held_of(self, path: str, *, stop: bool = False) -> None:
+        """_send_held for every open file of `path` (`stop`: its size is set: from now
+        on its writes go out as they come)."""
+        if not self._held:
+            return
+        with self._files_lock:
+            held = [f for f in self._held if f.path == path]
+        for f in held:
+            self._send_held(f, stop=stop)
+
+    def _stop_holding(self, path: str) -> bool:
+        """A file is opened (`path`) or linked: send what is held for every open file,
+        which go on writing as they come: a second handle of one, under any name (a hard
+        link, a symlink shown as its target), reads what the server has, and may read
+        again while the first still writes. (tar and cp -r close a file before opening
+        the next.) True: `path` itself had writes held."""
+        if not self._held:
+            return False
+        with self._files_lock:
+            held = list(self._held)
+        for f in held:
+            self._send_held(f, stop=True)
+        return any(f.path == path for f in held)
 
     def copy_file_range(self, path_in: str, fh_in: int, offset_in: int, path_out: str,
                         fh_out: int, offset_out: int, size: int, flags: int) -> int:
@@ -934,6 +995,7 @@ class SSHFS(Operations):
         if src.path == dst.path:  # sftp-server refuses to copy within one file
             raise OSError(errno.EOPNOTSUPP, "server-side copy within one file")
         for f in self._open_files_of(src.path) + self._open_files_of(dst.path):
+            self._send_held(f, stop=True)
             f.drain()  # the server must hold what was written before it copies
         end_of_source = self.session.fstat(src.handle).size or 0
         length = min(size, MAX_PER_CALL, max(0, end_of_source - offset_in))
@@ -960,6 +1022,8 @@ class SSHFS(Operations):
 
     def flush(self, path: str, fh: int) -> int:
         f = self._file(fh)
+        if self._held:
+            self._send_held(f, report=True)
         if self._made_files:
             self._await_last_setstat(f)
         f.flush()
@@ -983,6 +1047,8 @@ class SSHFS(Operations):
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         f = self._file(fh)
+        if self._held:
+            self._send_held(f, report=True)
         f.fsync(self.session.has_extension("fsync@openssh.com"))
         if self._made_files:
             self._settle(f)
@@ -992,6 +1058,7 @@ class SSHFS(Operations):
         with self._files_lock:
             f = self._files.pop(fh, None)
             made = f is not None and self._made_files.get(f)
+            held = self._held.pop(f, None) if f is not None and self._held else None
         if f is None:
             return 0
         if not made and not f.wrote and self.open_ahead is not None:
@@ -1005,6 +1072,11 @@ class SSHFS(Operations):
     def _release(self, f: OpenFile, made: Any) -> int:
         error: OSError | None = None
         try:
+            if held is not None:
+                try:
+                    held.send(stop=True, report=True)
+                except OSError as exc:
+                    error = exc
             if made:  # times set unwaited: after the writes before them, before the CLOSE
                 try:
                     f.drain()

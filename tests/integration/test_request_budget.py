@@ -290,6 +290,34 @@ def test_times_of_a_file_made_here_are_set_unwaited(counted: tuple[Mount, Reques
     assert ops["FSETSTAT"] == 0 and ops["LSTAT"] == 1 and sum(ops.values()) == 2, ops
 
 
+def test_small_writes_to_a_file_made_here_go_as_one(counted: tuple[Mount, RequestLog]) -> None:
+    """tar x writes a file in pieces cut at its 10 KiB records: to a file this mount made
+    (O_EXCL, write-only) they go out as one WRITE, sent before the times are set; the
+    close waits for both replies, one round trip."""
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    fd = os.open(m.mnt / "d" / "new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    pieces = [b"a" * 7168, b"b" * 1024, b"c" * 9216, b"d" * 3000]
+    for piece in pieces:
+        os.write(fd, piece)
+    assert os.fstat(fd).st_size == sum(map(len, pieces))  # held, yet the size shows
+    os.utime(m.mnt / "d" / "new", ns=(1_500_000_000 * 10**9, 1_400_000_000 * 10**9))
+    os.close(fd)
+    ops = log.settle("CLOSE")
+    assert ops == Counter({"OPEN": 1, "LSTAT": 1, "WRITE": 1, "FSETSTAT": 1, "CLOSE": 1}), ops
+    on_server = (m.root / "d" / "new")
+    assert on_server.read_bytes() == b"".join(pieces)
+    assert on_server.stat().st_mtime == 1_400_000_000  # the WRITE came before the times
+    # a file opened without O_EXCL (it may hold others' data): each write as it comes
+    log.mark()
+    with open(m.mnt / "d" / "other", "wb", buffering=0) as out:
+        for piece in pieces:
+            out.write(piece)
+    assert log.settle("CLOSE")["WRITE"] == 4
+
+
 def test_a_big_directory_being_filled_is_listed_once_at_most(mounter: Mounter) -> None:
     """Past half cache_max_size entries the listing is given up after its first hundred
     and not tried again for each new name: LSTATs then, as before."""
