@@ -1065,11 +1065,11 @@ class SSHFS(Operations):
             # Nothing to wait for: its CLOSE, the first READs of files opened ahead and
             # the top-up's OPENs go out in one write (git status: one a file, not three).
             with self.session.batched():
-                self._release(f, made)
+                self._release(f, made, held)
             return 0
-        return self._release(f, made)
+        return self._release(f, made, held)
 
-    def _release(self, f: OpenFile, made: Any) -> int:
+    def _release(self, f: OpenFile, made: Any, held: HeldWrites | None) -> int:
         error: OSError | None = None
         try:
             if held is not None:
