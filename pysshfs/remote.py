@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pysshfs.sftp.codec import Attrs
@@ -32,10 +32,9 @@ class RemoteFile:
     lost: bool = False
     closed: bool = False
     attrs_at_open: Attrs | None = None
-    # A second handle on the session's bulk channel (Session.open_bulk), and which bulk
-    # client it belongs to.
-    bulk_handle: bytes | None = None
-    bulk_id: int = 0
+    # Handles on the session's bulk channels (Session.open_bulk): bulk lane -> (serial of
+    # the bulk client the handle belongs to, the handle).
+    bulk_handles: dict[int, tuple[int, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,9 +105,9 @@ class RemoteFS(Protocol):
     def write(self, rf: RemoteFile, offset: int, data: Any) -> None: ...
     def read_async(self, rf: RemoteFile, offset: int, length: int) -> Future: ...
     def write_async(self, rf: RemoteFile, offset: int, data: Any) -> Future: ...
-    def open_bulk(self, rf: RemoteFile) -> bool | None: ...
-    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any, bulk: bool,
-                         either: bool = True) -> tuple[Future, bool]: ...
+    def open_bulk(self, rf: RemoteFile) -> tuple[int, ...] | None: ...
+    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any,
+                         lanes: Sequence[int], either: bool = True) -> tuple[Future, int]: ...
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
                         dst: RemoteFile, dst_offset: int) -> Future: ...
     def fstat(self, rf: RemoteFile) -> Attrs: ...
