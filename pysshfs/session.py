@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from pysshfs.errors import MountError
@@ -856,14 +857,9 @@ class Session:
             with self._cond:
                 main = self.sftp
                 for lane in lanes:
-                    if lane == 0:
-                        usable.append((0, None, None))
-                        continue
-                    mine = rf.bulk_handles.get(lane)
-                    slot = self._bulk[lane - 1] if 0 < lane <= len(self._bulk) else None
-                    if mine is not None and slot is not None and slot[1] == mine[0] \
-                            and not slot[0].closed:
-                        usable.append((lane, slot[0], mine[1]))
+                    live = self._bulk_handle(rf, lane) if lane else (None, None)
+                    if live is not None:
+                        usable.append((lane, *live))
         pick = usable[0] if usable else (0, None, None)
         if either and len(usable) > 1 and main is not None:
             n = len(data)
@@ -877,15 +873,31 @@ class Session:
         lane, client, handle = pick
         if client is None or handle is None:
             return self.write_async(rf, offset, data), 0
+        future = self._send_bulk(client, lambda: client.write_async(handle, offset, data))
+        return _raises_floor(future, rf, offset + len(data)), lane
+
+    def _bulk_handle(self, rf: RemoteFile, lane: int) -> tuple[SFTPClient, bytes] | None:
+        """The client of bulk lane `lane` and `rf`'s handle on it, if both are live now
+        (lock held)."""
+        mine = rf.bulk_handles.get(lane)
+        slot = self._bulk[lane - 1] if 0 < lane <= len(self._bulk) else None
+        if mine is None or slot is None or slot[1] != mine[0] or slot[0].closed:
+            return None
+        return slot[0], mine[1]
+
+    @staticmethod
+    def _send_bulk(client: SFTPClient, send: Callable[[], Future]) -> Future:
+        """A request sent on a bulk channel; one found dead while sending gives a future
+        failed with the LOST errno (the bulk client alone is dropped)."""
         try:
-            future = client.write_async(handle, offset, data)
+            return send()
         except OSError as exc:
             if exc.errno not in LOST:
                 raise
             client.close()
-            future = Future()
-            future.set_exception(exc)
-        return _raises_floor(future, rf, offset + len(data)), lane
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
 
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
                         dst: RemoteFile, dst_offset: int) -> Future:
@@ -918,6 +930,29 @@ class Session:
 
     def fsync(self, rf: RemoteFile) -> None:
         self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
+
+    def fsync_lanes_async(self, rf: RemoteFile, lanes: Sequence[int]) -> list[Future]:
+        """FSYNC on `rf`'s handle on each of `lanes` (0: the main channel), not waited for:
+        each runs after the writes sent before it on its channel, and syncs the file
+        whichever handle wrote it, so once all have succeeded the writes sent before
+        them are on disk. Never sent again: one lost (or on a lane no longer live) fails,
+        and the caller then syncs with fsync() once its writes are settled."""
+        futures = []
+        for lane in lanes:
+            if lane == 0:
+                client, handle = self._handle(rf, self._deadline())
+                futures.append(self._send_async(client, partial(client.fsync_async, handle)))
+                continue
+            with self._cond:
+                live = self._bulk_handle(rf, lane)
+            if live is None:
+                gone: Future = Future()
+                gone.set_exception(OSError(errno.ECONNRESET, f"bulk channel {lane} lost"))
+                futures.append(gone)
+                continue
+            bulk, bulk_handle = live
+            futures.append(self._send_bulk(bulk, partial(bulk.fsync_async, bulk_handle)))
+        return futures
 
     def failure_cause(self, rf: RemoteFile) -> int | None:
         """EROFS/ENOSPC behind a bare FAILURE on `rf` (see refine.failure_cause)."""

@@ -881,9 +881,14 @@ class SFTPClient:
 
     def fsync(self, handle: bytes, *, timeout: float | None = None) -> None:
         """Flush the remote file to disk (fsync@openssh.com); EOPNOTSUPP without it."""
+        self._wait(self.fsync_async(handle), timeout)
+
+    def fsync_async(self, handle: bytes) -> Future:
+        """fsync() not waited for: the server runs it after the requests sent before it
+        on this channel."""
         self._require("fsync@openssh.com")
-        self._wait(self._extended("fsync@openssh.com", [string(handle)], _expect_ok, None,
-                                  handle.hex()), timeout)
+        return self._extended("fsync@openssh.com", [string(handle)], _expect_ok, None,
+                              handle.hex())
 
     # --- directories --------------------------------------------------------------------
     def opendir(self, path: bytes, *, timeout: float | None = None) -> bytes:

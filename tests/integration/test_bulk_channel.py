@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -92,6 +93,38 @@ def test_a_big_write_goes_over_every_channel_in_order(delayed: Mounter) -> None:
     writes = [int(rid) // BULK_FIRST_ID for rid, op in requests if op == "WRITE"]
     assert sorted(set(writes)) == list(range(BULK_CHANNELS + 1)), \
         [writes.count(lane) for lane in range(BULK_CHANNELS + 1)]
+
+
+def test_fsync_goes_out_behind_the_writes_on_every_channel(delayed: Mounter) -> None:
+    """fsync(2) after a big write sends its FSYNCs (on the main channel and on each bulk
+    channel with writes on their way) before the last WRITE is answered: one round trip,
+    not two (fileio.OpenFile.fsync). Each runs after its channel's writes, so the file
+    is whole on the server once fsync returns."""
+    m = delayed(["-d"])
+    reply = re.compile(r"\[(\d{5,})\] STATUS ")
+    early = []
+    for i in range(TRIES):
+        start = len(m.stderr_text())
+        payload = os.urandom(SIZE)
+        fd = os.open(m.mnt / f"y{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            _write_big(fd, payload)
+            os.fsync(fd)
+            assert _sha256(m.root / f"y{i}") == _sha256(payload)
+        finally:
+            os.close(fd)
+        text = m.stderr_text()[start:]
+        requests = [(match.start(), rid, op) for match in REQUEST.finditer(text)
+                    for rid, op in [match.groups()]]
+        syncs = [(at, int(rid) // BULK_FIRST_ID) for at, rid, op in requests
+                 if op == "fsync@openssh.com"]
+        assert 0 in {lane for _, lane in syncs}, syncs  # always one on the main channel
+        last_write = max(rid for _, rid, op in requests if op == "WRITE"
+                         and int(rid) < BULK_FIRST_ID)  # (the main channel's, say)
+        answered = next(match.start() for match in reply.finditer(text)
+                        if match.group(1) == last_write)
+        early.append(min(at for at, _ in syncs) < answered)
+    assert any(early), early  # (a busy machine may lose the race now and then)
 
 
 def test_another_descriptor_reads_what_was_just_written(delayed: Mounter) -> None:

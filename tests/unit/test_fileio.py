@@ -391,6 +391,8 @@ class LaneRemote(MemoryRemote):
         self.lanes: list[tuple[int, int]] = []  # (offset, lane it was sent on: 0 main)
         self.opened_bulk = 0
         self.main_writes: list[int] = []  # offsets written synchronously (resends)
+        self.events: list[str] = []  # resends, FSYNCs sent behind writes, plain fsyncs
+        self.syncs: list[tuple[list[int], int]] = []  # (lanes, bulk writes held then)
 
     def open_bulk(self, handle: bytes) -> tuple[int, ...]:
         self.opened_bulk += 1
@@ -411,7 +413,25 @@ class LaneRemote(MemoryRemote):
 
     def write(self, handle: bytes, offset: int, data: object) -> None:
         self.main_writes.append(offset)
+        self.events.append(f"write {offset}")
         self._write(offset, bytes(data))  # type: ignore[arg-type]
+
+    def fsync(self, handle: bytes) -> None:
+        self.events.append("fsync")
+
+    def fsync_lanes_async(self, handle: bytes, lanes: Sequence[int]) -> list[Future]:
+        """Each bulk lane's FSYNC lands with that lane's writes (after them)."""
+        self.syncs.append((list(lanes), len(self.held)))
+        self.events.append(f"fsync lanes {list(lanes)}")
+        futures = []
+        for lane in lanes:
+            fut: Future = Future()
+            if lane:
+                self.held.append((fut, -1, b"", lane))
+            else:
+                fut.set_result(None)
+            futures.append(fut)
+        return futures
 
     def land(self, lost: bool = False, lane: int | None = None) -> None:
         """The bulk writes held so far (on `lane`, or all) reach the server (or fail with
@@ -422,7 +442,8 @@ class LaneRemote(MemoryRemote):
             if lost:
                 fut.set_exception(OSError(errno.ECONNRESET, "bulk channel lost"))
             else:
-                self._write(offset, data)
+                if offset >= 0:  # (-1: an FSYNC)
+                    self._write(offset, data)
                 fut.set_result(None)
 
 
@@ -543,8 +564,6 @@ def test_another_handle_reads_what_a_bulk_write_put_there(bulk_at_once: None) ->
 def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: None,
                                                                   bulk: int) -> None:
     remote = LaneRemote(b"\0" * 16384, bulk=bulk)
-    synced_with_held: list[int] = []
-    remote.fsync = lambda handle: synced_with_held.append(len(remote.held))  # type: ignore
     writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
     other = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
     for i in range(bulk):
@@ -553,8 +572,54 @@ def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: 
     for lane in range(1, bulk + 1):
         _land_later(remote, lane=lane, after=0.1 * lane)
     other.fsync(use_extension=True)
-    assert synced_with_held == [0]  # FSYNC went out once every bulk write had landed
+    # its FSYNC (on the main channel) went out once every bulk write had landed
+    assert remote.syncs == [([0], 0)] and "fsync" not in remote.events
     writer.release()
+
+
+def test_fsync_goes_out_behind_the_writes_on_each_channel_that_has_some(
+        bulk_at_once: None) -> None:
+    """One round trip, not two: the FSYNCs do not wait for the writes' replies; each
+    bulk channel's runs after that channel's writes, the main one's after the main
+    channel's, and nothing more is sent when all succeed."""
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    for i in range(3):
+        f.write(b"ABC"[i:i + 1] * 4096, 4096 * i)
+    assert sorted(lane for _, lane in remote.lanes) == [0, 1, 2]
+    _land_later(remote)
+    f.fsync(use_extension=True)
+    assert remote.syncs == [([0, 1, 2], 2)]  # sent with both bulk writes on their way
+    assert "fsync" not in remote.events and not remote.held
+    assert bytes(remote.data[:12288]) == b"A" * 4096 + b"B" * 4096 + b"C" * 4096
+    f.release()
+
+
+def test_fsync_syncs_again_after_resending_what_a_dying_bulk_channel_lost(
+        bulk_at_once: None) -> None:
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)  # bulk 1
+    f.write(b"B" * 4096, 4096)  # bulk 2
+    _land_later(remote, lane=1)
+    _land_later(remote, lane=2, lost=True, after=0.3)  # B and the FSYNC behind it
+    f.fsync(use_extension=True)
+    # B again on the main channel, then an FSYNC that comes after it
+    assert remote.events == ["fsync lanes [0, 1, 2]", "write 4096", "fsync"]
+    assert bytes(remote.data[:8192]) == b"A" * 4096 + b"B" * 4096
+    f.release()
+
+
+def test_fsync_reports_what_a_write_got_though_its_fsync_went_out(
+        bulk_at_once: None) -> None:
+    remote = LaneRemote(b"\0" * 16384, bulk=1)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    remote.fail_writes_at = 0
+    f.write(b"x" * 100, 0)  # (small: the main channel) ENOSPC
+    with pytest.raises(OSError) as raised:
+        f.fsync(use_extension=True)
+    assert raised.value.errno == errno.ENOSPC
+    f.release()
 
 
 def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
