@@ -93,7 +93,9 @@ class Remote(Protocol):
     # optional: FSYNCs sent behind the writes, not waited for (see OpenFile.fsync)
     def fsync_lanes_async(self, handle: Any, lanes: Sequence[int]) -> list[Future]: ...
     def failure_cause(self, handle: Any) -> int | None: ...
-    # TWO CHANNELS (optional: a remote without them writes over one channel)
+    # TWO CHANNELS (optional: a remote without them writes over one channel; its
+    # `bulk_channels`, the number it opens, and `round_trip_min()`, its link's quickest
+    # reply to a small request in seconds or None, are looked up with getattr)
     def open_bulk(self, handle: Any) -> tuple[int, ...] | None: ...
     def write_lane_async(self, handle: Any, offset: int, data: Any, lanes: Sequence[int],
                          either: bool = True) -> tuple[Future, int]: ...
@@ -552,8 +554,8 @@ class OpenFile:
             self.wrote = True
             self.high_water = max(self.high_water, offset + len(data))
             start_bulk = 0 <= self._bulk_at <= self.high_water \
-                and len(data) >= BULK_MIN_PIECE and not self._lanes
-            if start_bulk and self._first_reply_in() < BULK_MIN_WAIT:
+                and len(data) >= BULK_MIN_PIECE
+            if start_bulk and not self._lanes and self._first_reply_in() < BULK_MIN_WAIT:
                 # Replies come quicker than a round trip that matters (loopback, a LAN):
                 # one channel's window is not what bounds this file; look again later.
                 self._bulk_at = self.high_water + BULK_AFTER
@@ -592,22 +594,30 @@ class OpenFile:
 
     def _first_reply_in(self) -> float:
         """How long the file's first write waited for its reply (so far, if it still
-        waits): about a round trip (lock held)."""
+        waits): about a round trip (lock held); or the link's quickest reply to a
+        small request, if the session knows it and it is longer (the file's first write
+        may have gone out a moment ago)."""
         if BULK_MIN_WAIT <= 0:  # (tests: always two channels)
             return float("inf")
         if self._first_reply >= 0:
-            return self._first_reply
-        return time.monotonic() - self._first_sent if self._first_sent else 0.0
+            waited = self._first_reply
+        else:
+            waited = time.monotonic() - self._first_sent if self._first_sent else 0.0
+        round_trip = getattr(self.remote, "round_trip_min", None)
+        quickest = round_trip() if round_trip is not None else None
+        return waited if quickest is None else max(waited, quickest)
 
     def _start_bulk(self) -> None:
-        """Handles on the bulk channels, if the session has them (TWO CHANNELS)."""
+        """Handles on the bulk channels, if the session has them (TWO CHANNELS); asked
+        again further on while it has fewer than the session's channels (they open one
+        by one in the background after mounting)."""
         open_bulk = getattr(self.remote, "open_bulk", None)
         lanes = open_bulk(self.handle) if open_bulk is not None else ()
-        if not lanes:
-            if lanes is None:  # no bulk channel yet: ask again further on
-                with self._lock:
-                    self._bulk_at = self.high_water + BULK_AFTER
-            return
+        if lanes is None or 0 < len(lanes) < getattr(self.remote, "bulk_channels", 0):
+            with self._lock:  # not all open yet: ask again further on
+                self._bulk_at = self.high_water + BULK_AFTER
+        if not lanes or len(lanes) <= len(self._lanes):
+            return  # (): none for this file, for good (the lanes it has stay)
         with self._lock:
             grow = max(lanes) + 1 - len(self._lane_unacked)
             self._lane_unacked.extend([0] * grow)

@@ -134,6 +134,30 @@ class _BulkStream(PushStream):
         return False
 
 
+class _BulkOpening:
+    """The bulk channels of one connection being opened, each by its own thread."""
+
+    def __init__(self, lanes: int) -> None:
+        self._lock = threading.Lock()
+        self._channels_left = lanes  # lanes whose channel open has not ended yet
+        self._lanes_left = lanes  # lanes not installed (or given up) yet
+        self._installed = 0
+
+    def channel_done(self) -> bool:
+        """One lane's channel is open (or failed); True for the last: then no more
+        sessions on the connection."""
+        with self._lock:
+            self._channels_left -= 1
+            return self._channels_left == 0
+
+    def lane_done(self, installed: bool) -> int:
+        """One lane is installed (or given up); for the last, how many were installed."""
+        with self._lock:
+            self._lanes_left -= 1
+            self._installed += installed
+            return self._installed if self._lanes_left == 0 else 0
+
+
 @dataclass(frozen=True)
 class Retry:
     """What is done with a request the connection was lost under."""
@@ -233,14 +257,20 @@ class Session:
 
             conn = connect(request, timeout=timeout)
         where = self.label if conn is None else conn.description
+        main_started: Future = Future()  # whether the main client started (bool)
         try:
             stream: Stream = connector(timeout) if connector is not None \
                 else PushStream(conn.open_sftp_channel(self.sftp_server,
                                                        last=not self.bulk_channels))
+            if self.bulk_channels:  # opened while the main one starts SFTP
+                threading.Thread(target=self._open_bulk,
+                                 args=(conn, where, timeout, main_started),
+                                 name="pysshfs-bulk", daemon=True).start()
             client = SFTPClient(stream, name=where, traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout)
             client.start()
         except OSError as exc:
+            main_started.set_result(False)
             if conn is not None:
                 conn.close()
             if isinstance(exc, MountError):
@@ -251,6 +281,9 @@ class Session:
                              f"could not start SFTP: {exc.strerror or exc}",
                              "check that the server has an sftp subsystem "
                              "(or give -o sftp_server=PATH)") from None
+        except BaseException:
+            main_started.set_result(False)
+            raise
         if conn is not None:
             old, self._conn = self._conn, conn
             if old is not None:
@@ -258,47 +291,35 @@ class Session:
                     old.close()
                 except OSError:
                     pass
+        main_started.set_result(True)
         log.info("connected to %s: SFTP version %d, extensions: %s", where,
                  client.version, ", ".join(sorted(client.extensions)) or "none")
-        if self.bulk_channels:
-            threading.Thread(target=self._open_bulk, args=(conn, where, timeout),
-                             name="pysshfs-bulk", daemon=True).start()
         return client
 
-    def _open_bulk(self, conn: Any, where: str, timeout: float | None) -> None:
-        """Open the bulk channels beside the one just opened (THE BULK CHANNELS), all at
-        once (each costs a few round trips: channel, subsystem, SFTP INIT), install each
-        unless the connection was replaced meanwhile; then no more sessions."""
-        opened: list[SFTPClient | None] = [None] * self.bulk_channels
+    def _open_bulk(self, conn: Any, where: str, timeout: float | None,
+                   main_started: Future) -> None:
+        """Open the bulk channels beside the main one (THE BULK CHANNELS), each in its
+        own thread and while the main one starts SFTP (each costs a few round trips:
+        channel, subsystem, SFTP INIT; a copy started right after mounting would
+        otherwise run its first megabytes on one channel). Once every channel is open
+        (or failed): no more sessions. Each client is installed as soon as it and the
+        main one have started, unless the connection was replaced meanwhile."""
+        opening = _BulkOpening(self.bulk_channels)
+        for lane in range(1, self.bulk_channels + 1):
+            threading.Thread(target=self._open_bulk_lane,
+                             args=(conn, where, lane, timeout, main_started, opening),
+                             name=f"pysshfs-bulk{lane}", daemon=True).start()
 
-        def open_lane(lane: int) -> None:
-            opened[lane - 1] = self._open_bulk_client(conn, where, lane, timeout)
-
-        others = [threading.Thread(target=open_lane, args=(lane,), daemon=True,
-                                   name=f"pysshfs-bulk{lane}")
-                  for lane in range(2, self.bulk_channels + 1)]
-        try:
-            for thread in others:
-                thread.start()
-            open_lane(1)
-            for thread in others:
-                thread.join()
-        finally:
-            if conn is not None:
-                conn.no_more_sessions()
-        installed = sum(self._install_bulk(conn, lane, client)
-                        for lane, client in enumerate(opened, 1) if client is not None)
-        if installed:
-            log.info("%s: bulk channels open: %d of %d", where, installed,
-                     self.bulk_channels)
-
-    def _open_bulk_client(self, conn: Any, where: str, lane: int,
-                          timeout: float | None) -> SFTPClient | None:
-        """One bulk channel's client, started; None if it could not be opened."""
+    def _open_bulk_lane(self, conn: Any, where: str, lane: int, timeout: float | None,
+                        main_started: Future, opening: _BulkOpening) -> None:
         client: SFTPClient | None = None
         try:
-            stream: Stream = self.connector(timeout) if self.connector is not None \
-                else _BulkStream(conn.open_sftp_channel(self.sftp_server, last=False))
+            try:
+                stream: Stream = self.connector(timeout) if self.connector is not None \
+                    else _BulkStream(conn.open_sftp_channel(self.sftp_server, last=False))
+            finally:
+                if opening.channel_done() and conn is not None:
+                    conn.no_more_sessions()
             client = SFTPClient(stream, name=f"{where} bulk {lane}",
                                 traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout,
@@ -310,8 +331,16 @@ class Session:
                          lane, exc)
             if client is not None:
                 self._close_quietly(client)
-            return None
-        return client
+            client = None
+        installed = False
+        if client is not None:
+            if main_started.result():  # (set on every way out of _open_client)
+                installed = self._install_bulk(conn, lane, client)
+            else:
+                self._close_quietly(client)
+        count = opening.lane_done(installed)
+        if count:
+            log.info("%s: bulk channels open: %d of %d", where, count, self.bulk_channels)
 
     def _install_bulk(self, conn: Any, lane: int, client: SFTPClient) -> bool:
         """Put `client` in lane `lane`'s slot, unless its connection is no longer ours."""
@@ -930,6 +959,11 @@ class Session:
 
     def fsync(self, rf: RemoteFile) -> None:
         self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
+
+    def round_trip_min(self) -> float | None:
+        """The quickest reply to a small request so far (seconds; None before any): a
+        lower bound of the link's round trip (fileio: whether the bulk channels pay)."""
+        return self.stats.traffic.rtt_min
 
     def fsync_lanes_async(self, rf: RemoteFile, lanes: Sequence[int]) -> list[Future]:
         """FSYNC on `rf`'s handle on each of `lanes` (0: the main channel), not waited for:

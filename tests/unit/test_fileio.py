@@ -394,6 +394,10 @@ class LaneRemote(MemoryRemote):
         self.events: list[str] = []  # resends, FSYNCs sent behind writes, plain fsyncs
         self.syncs: list[tuple[list[int], int]] = []  # (lanes, bulk writes held then)
 
+    @property
+    def bulk_channels(self) -> int:
+        return self.bulk
+
     def open_bulk(self, handle: bytes) -> tuple[int, ...]:
         self.opened_bulk += 1
         return tuple(range(1, self.bulk + 1))
@@ -483,6 +487,32 @@ def test_big_writes_go_over_every_channel_and_a_small_file_opens_no_second_handl
     assert remote.opened_bulk == 1
     assert {lane for _, lane in remote.lanes} == set(range(bulk + 1))  # all carried it
     assert bytes(remote.data) == payload
+
+
+def test_a_bulk_channel_opened_later_is_taken_up_further_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after mounting only some bulk channels may be open: a file written then
+    asks again every BULK_AFTER bytes until it has them all, and then no more."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 1 << 20)
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
+    remote = LaneRemote(bulk=2)
+    open_now = [1]  # bulk lanes open in the session
+    remote.open_bulk = lambda handle: (  # type: ignore[method-assign]
+        setattr(remote, "opened_bulk", remote.opened_bulk + 1) or tuple(open_now))
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    payload = os.urandom(8 << 20)
+    for pos in range(0, len(payload), 1 << 20):
+        if pos == 4 << 20:
+            open_now.append(2)
+        f.write(payload[pos:pos + (1 << 20)], pos)
+        remote.land()
+    f.release()
+    assert bytes(remote.data) == payload
+    first_on_2 = min(off for off, lane in remote.lanes if lane == 2)
+    assert first_on_2 >= 4 << 20  # once it had opened, and not before
+    assert remote.opened_bulk == 5  # 1 to 4 MiB written: one lane; 5 MiB: both; then none
 
 
 def test_an_overlapping_write_waits_for_the_bulk_write_it_follows(bulk_at_once: None) -> None:
@@ -636,3 +666,20 @@ def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
         f.flush()  # answered before the next write: nothing waits a round trip
     f.release()
     assert remote.opened_bulk == 0
+
+
+def test_a_link_known_to_be_slow_takes_the_bulk_channels_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's quickest small reply (the create's own round trip) tells a slow
+    link before the file's first write is answered: the bulk channels are asked for as
+    soon as the file passes BULK_AFTER."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 1 << 20)
+    remote = LaneRemote()
+    remote.round_trip_min = lambda: 0.02  # type: ignore[attr-defined]
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    f.write(b"x" * (1 << 20), 0)  # answered at once here, yet the link is slow
+    assert remote.opened_bulk == 1
+    remote.land()
+    f.release()
