@@ -613,19 +613,18 @@ class OpenFile:
         by one in the background after mounting)."""
         open_bulk = getattr(self.remote, "open_bulk", None)
         lanes = open_bulk(self.handle) if open_bulk is not None else ()
+        if lanes and len(lanes) > len(self._lanes):  # (): none for this file, for good
+            with self._lock:
+                grow = max(lanes) + 1 - len(self._lane_unacked)
+                self._lane_unacked.extend([0] * grow)
+                self._lane_sent.extend([0] * grow)
+            with _BULK_LOCK:
+                _BULK_FILES.add(self)
+            self._lanes = tuple(lanes)
+            log.debug("%s: writing over %d channels", self.path, len(lanes) + 1)
         if lanes is None or 0 < len(lanes) < getattr(self.remote, "bulk_channels", 0):
-            with self._lock:  # not all open yet: ask again further on
-                self._bulk_at = self.high_water + BULK_AFTER
-        if not lanes or len(lanes) <= len(self._lanes):
-            return  # (): none for this file, for good (the lanes it has stay)
-        with self._lock:
-            grow = max(lanes) + 1 - len(self._lane_unacked)
-            self._lane_unacked.extend([0] * grow)
-            self._lane_sent.extend([0] * grow)
-        with _BULK_LOCK:
-            _BULK_FILES.add(self)
-        self._lanes = tuple(lanes)
-        log.debug("%s: writing over %d channels", self.path, len(lanes) + 1)
+            with self._lock:  # not all open yet: ask again further on (only now: one
+                self._bulk_at = self.high_water + BULK_AFTER  # thread asks at a time)
 
     def _order_before(self, offset: int, n: int, bulk: bool) -> None:
         """Before a write of [offset, offset+n) goes out (on any lane if `bulk`, else on
