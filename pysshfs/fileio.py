@@ -45,18 +45,19 @@ sent with the lock released, and its future recorded under the lock again; anoth
 thread that wants the same chunk waits on `_claims_done` for it (the sender never waits
 for anything but the send itself). Writes were already sent outside the lock.
 
-TWO CHANNELS. A file written past BULK_AFTER bytes gets a second handle on the session's
-bulk channel (Session.open_bulk: its own 2 MiB window at the server, which is what bounds
-one channel's upload to 2 MiB per round trip), and its big writes go out over both, the
-one with fewer bytes unacknowledged first. The two channels are two sftp-server processes
-that do not wait for each other, so order is kept here: a write overlapping one not yet
-settled (retired from `_pending`) waits for it and everything sent before it when either
-of the two is on the bulk channel (`_order_before`), and one that came back lost is sent
-again (`_send_replay`) before the new one goes out. Other handles on the same path see
-this file's bulk writes before they read or write (`_BULK_FILES`, `settle_bulk`), as
-they did when everything went in order on one channel; the drain before flush, fsync,
-truncate, copy and close waits for both channels, and FSYNC through the main handle
-syncs the file whichever handle wrote it.
+TWO CHANNELS (or more). A file written past BULK_AFTER bytes gets a handle on each of the
+session's bulk channels (Session.open_bulk: each has its own 2 MiB window at the server,
+which is what bounds one channel's upload to 2 MiB per round trip), and its big writes
+go out over them and the main one (the lanes: 0 the main channel, 1..N the bulk ones),
+the lane with fewer bytes unacknowledged first, unless only another's window takes the
+write now. The channels are sftp-server processes that do not wait for each other, so
+order is kept here: a write overlapping one not yet settled (retired from `_pending`)
+waits for it and everything sent before it when either of the two may be on a bulk lane
+(`_order_before`), and one that came back lost is sent again (`_send_replay`) before the
+new one goes out. Other handles on the same path see this file's bulk writes before they
+read or write (`_BULK_FILES`, `settle_bulk`), as they did when everything went in order
+on one channel; the drain before flush, fsync, truncate, copy and close waits for every
+lane, and FSYNC through the main handle syncs the file whichever handle wrote it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -88,11 +90,15 @@ class Remote(Protocol):
     def write(self, handle: Any, offset: int, data: Any) -> None: ...
     def close_handle(self, handle: Any) -> None: ...
     def fsync(self, handle: Any) -> None: ...
+    # optional: FSYNCs sent behind the writes, not waited for (see OpenFile.fsync)
+    def fsync_lanes_async(self, handle: Any, lanes: Sequence[int]) -> list[Future]: ...
     def failure_cause(self, handle: Any) -> int | None: ...
-    # TWO CHANNELS (optional: a remote without them writes over one channel)
-    def open_bulk(self, handle: Any) -> bool | None: ...
-    def write_lane_async(self, handle: Any, offset: int, data: Any, bulk: bool,
-                         either: bool = True) -> tuple[Future, bool]: ...
+    # TWO CHANNELS (optional: a remote without them writes over one channel; its
+    # `bulk_channels`, the number it opens, and `round_trip_min()`, its link's quickest
+    # reply to a small request in seconds or None, are looked up with getattr)
+    def open_bulk(self, handle: Any) -> tuple[int, ...] | None: ...
+    def write_lane_async(self, handle: Any, offset: int, data: Any, lanes: Sequence[int],
+                         either: bool = True) -> tuple[Future, int]: ...
 
 
 class LinkEstimate:
@@ -167,7 +173,7 @@ class LinkEstimate:
 ADMIT_WAIT = 2.0  # seconds a READ waits for room under the cap at most
 
 # A file written through one handle past this many bytes also writes over the bulk
-# channel (TWO CHANNELS): one channel's window (2 MiB) is where a second one starts to
+# channels (TWO CHANNELS): one channel's window (2 MiB) is where a second one starts to
 # pay; a smaller file would only pay the second OPEN's round trip.
 BULK_AFTER = 2 * 1024 * 1024
 BULK_MIN_PIECE = 64 * 1024  # smaller writes stay on the main channel
@@ -177,7 +183,7 @@ BULK_MIN_PIECE = 64 * 1024  # smaller writes stay on the main channel
 # 400 MB/s, more than a connection moves here (on loopback a second channel only costs
 # CPU: 256 MiB, +0.1 s of the daemon's).
 BULK_MIN_WAIT = 0.005
-# Files with a handle on the bulk channel; read and written unlocked where it is only
+# Files with handles on the bulk channels; read and written unlocked where it is only
 # tested for being empty (a stale look: see OpenFile.settle_bulk's callers).
 _BULK_FILES: set[OpenFile] = set()
 _BULK_LOCK = threading.Lock()
@@ -190,7 +196,7 @@ REORDER_READS = 4
 
 
 def settle_bulk_writes(path: str, but: OpenFile | None = None) -> None:
-    """Wait for the writes sent on the bulk channel by the open files of `path` (but one):
+    """Wait for the writes sent on bulk channels by the open files of `path` (but one):
     before a request on the main channel that must come after them, as it did when both
     went in order on one channel (a read, an open, a utime or chmod: TWO CHANNELS)."""
     if not _BULK_FILES:
@@ -240,15 +246,16 @@ class OpenFile:
         self._ahead = (0, 0)  # readahead span beyond the kernel's last request: [lo, hi)
         self._starved = False  # readahead stopped short of _ahead for the link's cap
         # write-behind state
-        # (fut, n, offset, data, sent on the bulk channel, when sent)
-        self._pending: deque[tuple[Future, int, int, Any, bool, float]] = deque()
-        self._bulk = False  # has a handle on the bulk channel (TWO CHANNELS)
-        self._bulk_at = BULK_AFTER  # written this far, ask for a bulk handle (-1: never)
-        self._lane_unacked = [0, 0]  # bytes unacknowledged on the main, the bulk channel
-        self._lane_sent = [0, 0]  # bytes sent on each, for the log
+        # (fut, n, offset, data, lane it was sent on (0: main), when sent)
+        self._pending: deque[tuple[Future, int, int, Any, int, float]] = deque()
+        self._lanes: tuple[int, ...] = ()  # bulk lanes it has a handle on (TWO CHANNELS)
+        self._bulk_at = BULK_AFTER  # written this far, ask for bulk handles (-1: never)
+        self._lane_unacked = [0]  # bytes unacknowledged per lane (main, bulk 1, ...)
+        self._lane_sent = [0]  # bytes sent on each, for the log
         self._first_sent = 0.0  # when the first write went out (monotonic)
         self._first_reply = -1.0  # seconds it waited for its reply (-1: not yet)
         self._replay: list[tuple[int, Any]] = []  # writes the dropped connection swallowed
+        self._replays = 0  # times writes were sent again (_send_replay)
         self._unacked = 0
         self._error: OSError | None = None
         self._acked_cond = threading.Condition(self._lock)
@@ -547,8 +554,8 @@ class OpenFile:
             self.wrote = True
             self.high_water = max(self.high_water, offset + len(data))
             start_bulk = 0 <= self._bulk_at <= self.high_water \
-                and len(data) >= BULK_MIN_PIECE and not self._bulk
-            if start_bulk and self._first_reply_in() < BULK_MIN_WAIT:
+                and len(data) >= BULK_MIN_PIECE
+            if start_bulk and not self._lanes and self._first_reply_in() < BULK_MIN_WAIT:
                 # Replies come quicker than a round trip that matters (loopback, a LAN):
                 # one channel's window is not what bounds this file; look again later.
                 self._bulk_at = self.high_water + BULK_AFTER
@@ -560,60 +567,74 @@ class OpenFile:
         for pos in range(0, len(data), self.chunk_write):
             piece = view[pos:pos + self.chunk_write]
             self._wait_for_room(len(piece))
-            if not self._bulk:
+            if not self._lanes:
                 fut = self.remote.write_async(self.handle, offset + pos, piece)
-                on_bulk = False
+                lane = 0
             else:
-                # either channel (the session takes the one whose window has room),
-                # the one with less unacknowledged first
+                # any lane (the session takes the first whose window has room), the
+                # ones with less unacknowledged first, a bulk one on a tie (the main
+                # channel also carries everything else)
                 either = len(piece) >= BULK_MIN_PIECE
                 self._order_before(offset + pos, len(piece), either)
-                fut, on_bulk = self.remote.write_lane_async(
-                    self.handle, offset + pos, piece,
-                    either and self._lane_unacked[1] <= self._lane_unacked[0],
-                    either)
+                unacked = self._lane_unacked  # (a stale look only picks another lane)
+                lanes = sorted((*self._lanes, 0), key=unacked.__getitem__) if either \
+                    else (0,)
+                fut, lane = self.remote.write_lane_async(
+                    self.handle, offset + pos, piece, lanes, either)
             with self._lock:
                 sent = time.monotonic()
                 if not self._first_sent:
                     self._first_sent = sent
-                self._pending.append((fut, len(piece), offset + pos, piece, on_bulk, sent))
+                self._pending.append((fut, len(piece), offset + pos, piece, lane, sent))
                 self._unacked += len(piece)
-                self._lane_unacked[on_bulk] += len(piece)
-                self._lane_sent[on_bulk] += len(piece)
+                self._lane_unacked[lane] += len(piece)
+                self._lane_sent[lane] += len(piece)
             fut.add_done_callback(self._write_done)
         return len(data)
 
     def _first_reply_in(self) -> float:
         """How long the file's first write waited for its reply (so far, if it still
-        waits): about a round trip (lock held)."""
+        waits): about a round trip (lock held); or the link's quickest reply to a
+        small request, if the session knows it and it is longer (the file's first write
+        may have gone out a moment ago)."""
         if BULK_MIN_WAIT <= 0:  # (tests: always two channels)
             return float("inf")
         if self._first_reply >= 0:
-            return self._first_reply
-        return time.monotonic() - self._first_sent if self._first_sent else 0.0
+            waited = self._first_reply
+        else:
+            waited = time.monotonic() - self._first_sent if self._first_sent else 0.0
+        round_trip = getattr(self.remote, "round_trip_min", None)
+        quickest = round_trip() if round_trip is not None else None
+        return waited if quickest is None else max(waited, quickest)
 
     def _start_bulk(self) -> None:
-        """A second handle on the bulk channel, if the session has one (TWO CHANNELS)."""
+        """Handles on the bulk channels, if the session has them (TWO CHANNELS); asked
+        again further on while it has fewer than the session's channels (they open one
+        by one in the background after mounting)."""
         open_bulk = getattr(self.remote, "open_bulk", None)
-        opened = open_bulk(self.handle) if open_bulk is not None else False
-        if not opened:
-            if opened is None:  # no bulk channel yet: ask again further on
-                with self._lock:
-                    self._bulk_at = self.high_water + BULK_AFTER
-            return
-        with _BULK_LOCK:
-            _BULK_FILES.add(self)
-        self._bulk = True
-        log.debug("%s: writing over two channels", self.path)
+        lanes = open_bulk(self.handle) if open_bulk is not None else ()
+        if lanes and len(lanes) > len(self._lanes):  # (): none for this file, for good
+            with self._lock:
+                grow = max(lanes) + 1 - len(self._lane_unacked)
+                self._lane_unacked.extend([0] * grow)
+                self._lane_sent.extend([0] * grow)
+            with _BULK_LOCK:
+                _BULK_FILES.add(self)
+            self._lanes = tuple(lanes)
+            log.debug("%s: writing over %d channels", self.path, len(lanes) + 1)
+        if lanes is None or 0 < len(lanes) < getattr(self.remote, "bulk_channels", 0):
+            with self._lock:  # not all open yet: ask again further on (only now: one
+                self._bulk_at = self.high_water + BULK_AFTER  # thread asks at a time)
 
     def _order_before(self, offset: int, n: int, bulk: bool) -> None:
-        """Before a write of [offset, offset+n) goes out: if it overlaps a write not
-        settled yet and either is on the bulk channel, wait for that one and all sent
-        before it, and send again first what of them was lost (TWO CHANNELS)."""
+        """Before a write of [offset, offset+n) goes out (on any lane if `bulk`, else on
+        the main one): if it overlaps a write not settled yet and either is on a bulk
+        lane, wait for that one and all sent before it, and send again first what of
+        them was lost (TWO CHANNELS)."""
         with self._lock:
             last = -1
-            for i, (_fut, m, off, _data, on_bulk, _sent) in enumerate(self._pending):
-                if (bulk or on_bulk) and off < offset + n and offset < off + m:
+            for i, (_fut, m, off, _data, lane, _sent) in enumerate(self._pending):
+                if (bulk or lane) and off < offset + n and offset < off + m:
                     last = i
             if last < 0:
                 return
@@ -629,7 +650,7 @@ class OpenFile:
             self._send_replay()
 
     def settle_bulk(self) -> None:
-        """Wait until the server has answered every write this handle sent on the bulk
+        """Wait until the server has answered every write this handle sent on a bulk
         channel (for another handle of the file; errors stay for this one's owner)."""
         with self._lock:
             waiting = [entry[0] for entry in self._pending if entry[4]]
@@ -655,11 +676,11 @@ class OpenFile:
         again once the session is back.
         """
         while self._pending and self._pending[0][0].done():
-            fut, n, offset, data, on_bulk, sent = self._pending.popleft()
+            fut, n, offset, data, lane, sent = self._pending.popleft()
             if self._first_reply < 0 and sent == self._first_sent:
                 self._first_reply = time.monotonic() - sent
             self._unacked -= n
-            self._lane_unacked[on_bulk] -= n
+            self._lane_unacked[lane] -= n
             exc = fut.exception()
             if exc is None:
                 continue
@@ -682,6 +703,7 @@ class OpenFile:
         """Send again, in their original order, the writes a dropped connection lost."""
         with self._lock:
             replay, self._replay = self._replay, []
+            self._replays += bool(replay)
         if replay:
             log.info("%s: sending %d write(s) again that a lost connection or channel "
                      "swallowed", self.path, len(replay))
@@ -736,10 +758,40 @@ class OpenFile:
         self.drain()
 
     def fsync(self, use_extension: bool) -> None:
-        self.drain()
+        """fsync(2): the writes sent before it on disk, whichever descriptor sent them.
+        The FSYNCs go out right behind the writes not yet acknowledged, one on each
+        channel that has some (and the main one), instead of after their replies: one
+        round trip, not two. If a write came back lost (sent again since, on the main
+        channel) or an FSYNC did not succeed, one more FSYNC follows the drain, as it
+        always did."""
+        pipelined = getattr(self.remote, "fsync_lanes_async", None)
+        if not use_extension or pipelined is None:
+            self.drain()
+            if _BULK_FILES:
+                self._settle_others()  # fsync(2) syncs what any descriptor wrote before it
+            if use_extension:
+                self.remote.fsync(self.handle)
+            return
         if _BULK_FILES:
-            self._settle_others()  # fsync(2) syncs what any descriptor wrote before it
-        if use_extension:
+            self._settle_others()  # (theirs on the main channel come before our FSYNC)
+        if self._replay:
+            self._send_replay()
+        with self._lock:
+            lanes = sorted({0, *(entry[4] for entry in self._pending)})
+            replays = self._replays
+        try:
+            syncs = pipelined(self.handle, lanes)
+        except OSError as exc:
+            log.debug("%s: FSYNC not sent behind the writes: %s", self.path, exc)
+            syncs = []
+        self.drain()  # raises what a write got
+        synced = bool(syncs) and self._replays == replays
+        for fut in syncs:
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - synced again below, which raises
+                synced = False
+        if not synced:
             self.remote.fsync(self.handle)
 
     def release(self) -> None:
@@ -752,11 +804,11 @@ class OpenFile:
             error = exc
         with self._lock:
             self._drop_chunks()
-        if self._bulk:
+        if self._lanes:
             with _BULK_LOCK:
                 _BULK_FILES.discard(self)
-            log.debug("%s: %d bytes written over the main channel, %d over the bulk one",
-                      self.path, *self._lane_sent)
+            log.debug("%s: bytes written over the main channel, then each bulk one: %s",
+                      self.path, ", ".join(map(str, self._lane_sent)))
         try:
             self.remote.close_handle(self.handle)
         except OSError as exc:

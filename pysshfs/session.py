@@ -36,19 +36,21 @@ send an OPEN, and one of the two handles stays open until the connection ends.
 `size_floor` is raised by the `acknowledged` callbacks on the reply thread, also without
 a lock; a lost race only lowers the floor the reopen check uses.
 
-THE BULK CHANNEL. The server grants each session channel a window of 2 MiB (OpenSSH's
+THE BULK CHANNELS. The server grants each session channel a window of 2 MiB (OpenSSH's
 CHAN_SES_WINDOW_DEFAULT) and tops it up as its sftp-server reads: one channel uploads at
 most 2 MiB per round trip (measured at RTT 20 ms: 64 MiB in 0.70-0.82 s through
-bench/netem.py, whatever the client). Over SSH the session opens a second SFTP channel on
-the same connection, in the background (`_open_bulk`, thread `pysshfs-bulk`; mounting does
-not wait for it), for the bulk of big writes: fileio sends a large file's writes over both
-channels (`open_bulk`, `write_lane_async`). The second channel is a second sftp-server
-process with its own handles, and the two run independently of each other, so fileio
-keeps overlapping writes in order itself. `_bulk` and `_bulk_id` are GUARDED_BY(_cond);
-a `RemoteFile`'s `bulk_handle` belongs to the bulk client whose `_bulk_id` it records.
-The bulk client dying alone (its channel closed) only drops it: its writes fail with a
-LOST errno and fileio sends them again on the main channel; the connection dying drops
-both, and the reconnect opens a new bulk channel.
+bench/netem.py, whatever the client). Over SSH the session opens BULK_CHANNELS more SFTP
+channels on the same connection, side by side in the background (`_open_bulk`, threads
+`pysshfs-bulk*`; mounting does not wait for them), for the bulk of big writes: fileio
+sends a large file's writes over all of them and the main one (`open_bulk`,
+`write_lane_async`). Lane 0 is the main channel, lanes 1..N the bulk ones. Each bulk
+channel is one more sftp-server process with its own handles, and they all run
+independently of each other, so fileio keeps overlapping writes in order itself.
+`_bulk` (a slot per lane: the client and its serial) is GUARDED_BY(_cond); a
+`RemoteFile`'s `bulk_handles` maps a lane to the serial of the client its handle belongs
+to and the handle. A bulk client dying alone (its channel closed) only empties its slot:
+its writes fail with a LOST errno and fileio sends them again on the main channel; the
+connection dying drops them all, and the reconnect opens new bulk channels.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from pysshfs.errors import MountError
@@ -99,9 +102,14 @@ FAIL_FAST_AFTER_TIMEOUT = 0.25  # seconds (see _client)
 # ConnectTimeout says otherwise: a stalled attempt must not delay the next one for long.
 RECONNECT_TIMEOUT = 15.0
 
-# The bulk channel's first request id: its requests stand apart in -d logs (and in the
-# request-budget tests that read them) from the main channel's.
+# Bulk channels opened beside the main one over SSH (THE BULK CHANNELS). Measured at
+# RTT 20 ms, 64 MiB dd conv=fsync through bench/netem.py: see fileio's TWO CHANNELS.
+BULK_CHANNELS = 2
+# Bulk lane k's first request id is k * BULK_FIRST_ID (k = 1..3): its requests stand
+# apart in -d logs (and in the request-budget tests that read them) from the main
+# channel's and from the other bulk lanes'.
 BULK_FIRST_ID = 1 << 30
+MAX_BULK_CHANNELS = 3
 
 _T = TypeVar("_T")
 # One attempt of a request on the live client; its argument is the timeout (seconds) it
@@ -118,12 +126,36 @@ Connector = Callable[[float | None], Stream]
 
 
 class _BulkStream(PushStream):
-    """The bulk channel's stream: its client wakes its callers at once. The socket has one
+    """A bulk channel's stream: its client wakes its callers at once. The socket has one
     before-wait hook, and it belongs to the main channel's client (taking it over left
     that client's resolved callers asleep)."""
 
     def before_wait(self, hook: Callable[[], None]) -> bool:
         return False
+
+
+class _BulkOpening:
+    """The bulk channels of one connection being opened, each by its own thread."""
+
+    def __init__(self, lanes: int) -> None:
+        self._lock = threading.Lock()
+        self._channels_left = lanes  # lanes whose channel open has not ended yet
+        self._lanes_left = lanes  # lanes not installed (or given up) yet
+        self._installed = 0
+
+    def channel_done(self) -> bool:
+        """One lane's channel is open (or failed); True for the last: then no more
+        sessions on the connection."""
+        with self._lock:
+            self._channels_left -= 1
+            return self._channels_left == 0
+
+    def lane_done(self, installed: bool) -> int:
+        """One lane is installed (or given up); for the last, how many were installed."""
+        with self._lock:
+            self._lanes_left -= 1
+            self._installed += installed
+            return self._installed if self._lanes_left == 0 else 0
 
 
 @dataclass(frozen=True)
@@ -197,14 +229,18 @@ class Session:
     def __init__(self, request: ConnectRequest, remote_dir: str, *,
                  sftp_server: str | None = None, label: str = "",
                  reconnect: bool = True, io_timeout: float = 60.0,
-                 connector: Connector | None = None, bulk_channel: bool | None = None) -> None:
+                 connector: Connector | None = None,
+                 bulk_channels: int | None = None) -> None:
         self.request = request
         self.connector = connector
-        # A second SFTP channel for big writes (see THE BULK CHANNEL): over SSH unless
-        # told otherwise; through a connector, a second stream from it when asked.
-        self.bulk_channel = connector is None if bulk_channel is None else bulk_channel
-        self._bulk: SFTPClient | None = None
-        self._bulk_id = 0  # which bulk client a RemoteFile.bulk_handle belongs to
+        # More SFTP channels for big writes (see THE BULK CHANNELS): BULK_CHANNELS over
+        # SSH unless told otherwise; through a connector, more streams from it when asked.
+        wanted = (BULK_CHANNELS if connector is None else 0) if bulk_channels is None \
+            else bulk_channels
+        self.bulk_channels = max(0, min(MAX_BULK_CHANNELS, wanted))
+        # GUARDED_BY(_cond): per bulk lane (1..N at index 0..N-1), its client and serial
+        self._bulk: list[tuple[SFTPClient, int] | None] = [None] * self.bulk_channels
+        self._bulk_serial = 0  # the last serial given to a bulk client
         self.remote_dir = remote_dir
         self.sftp_server = sftp_server
         self.label = label or f"{request.host}:{remote_dir}"
@@ -250,14 +286,20 @@ class Session:
 
             conn = connect(request, timeout=timeout)
         where = self.label if conn is None else conn.description
+        main_started: Future = Future()  # whether the main client started (bool)
         try:
             stream: Stream = connector(timeout) if connector is not None \
                 else PushStream(conn.open_sftp_channel(self.sftp_server,
-                                                       last=not self.bulk_channel))
+                                                       last=not self.bulk_channels))
+            if self.bulk_channels:  # opened while the main one starts SFTP
+                threading.Thread(target=self._open_bulk,
+                                 args=(conn, where, timeout, main_started),
+                                 name="pysshfs-bulk", daemon=True).start()
             client = SFTPClient(stream, name=where, traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout)
             client.start()
         except OSError as exc:
+            main_started.set_result(False)
             if conn is not None:
                 conn.close()
             if isinstance(exc, MountError):
@@ -268,6 +310,9 @@ class Session:
                              f"could not start SFTP: {exc.strerror or exc}",
                              "check that the server has an sftp subsystem "
                              "(or give -o sftp_server=PATH)") from None
+        except BaseException:
+            main_started.set_result(False)
+            raise
         if conn is not None:
             old, self._conn = self._conn, conn
             if old is not None:
@@ -275,53 +320,86 @@ class Session:
                     old.close()
                 except OSError:
                     pass
+        main_started.set_result(True)
         log.info("connected to %s: SFTP version %d, extensions: %s", where,
                  client.version, ", ".join(sorted(client.extensions)) or "none")
-        if self.bulk_channel:
-            threading.Thread(target=self._open_bulk, args=(conn, where, timeout),
-                             name="pysshfs-bulk", daemon=True).start()
         return client
 
-    def _open_bulk(self, conn: Any, where: str, timeout: float | None) -> None:
-        """Open the bulk channel beside the one just opened (THE BULK CHANNEL), and install
-        it unless the connection was replaced meanwhile; then no more sessions."""
+    def _open_bulk(self, conn: Any, where: str, timeout: float | None,
+                   main_started: Future) -> None:
+        """Open the bulk channels beside the main one (THE BULK CHANNELS), each in its
+        own thread and while the main one starts SFTP (each costs a few round trips:
+        channel, subsystem, SFTP INIT; a copy started right after mounting would
+        otherwise run its first megabytes on one channel). Once every channel is open
+        (or failed): no more sessions. Each client is installed as soon as it and the
+        main one have started, unless the connection was replaced meanwhile."""
+        opening = _BulkOpening(self.bulk_channels)
+        for lane in range(1, self.bulk_channels + 1):
+            threading.Thread(target=self._open_bulk_lane,
+                             args=(conn, where, lane, timeout, main_started, opening),
+                             name=f"pysshfs-bulk{lane}", daemon=True).start()
+
+    def _open_bulk_lane(self, conn: Any, where: str, lane: int, timeout: float | None,
+                        main_started: Future, opening: _BulkOpening) -> None:
         client: SFTPClient | None = None
         try:
-            stream: Stream = self.connector(timeout) if self.connector is not None \
-                else _BulkStream(conn.open_sftp_channel(self.sftp_server, last=True))
-            client = SFTPClient(stream, name=f"{where} bulk", traffic=self.stats.traffic,
-                                request_timeout=self.io_timeout, first_id=BULK_FIRST_ID)
+            try:
+                stream: Stream = self.connector(timeout) if self.connector is not None \
+                    else _BulkStream(conn.open_sftp_channel(self.sftp_server, last=False))
+            finally:
+                if opening.channel_done() and conn is not None:
+                    conn.no_more_sessions()
+            client = SFTPClient(stream, name=f"{where} bulk {lane}",
+                                traffic=self.stats.traffic,
+                                request_timeout=self.io_timeout,
+                                first_id=lane * BULK_FIRST_ID)
             client.start()
-        except Exception as exc:  # noqa: BLE001 - whatever it was, writes use one channel
+        except Exception as exc:  # noqa: BLE001 - whatever it was, writes use fewer lanes
             if not self.closed:
-                log.info("%s: no bulk channel (%s): big writes use the one channel", where,
-                         exc)
+                log.info("%s: no bulk channel %d (%s): big writes use the others", where,
+                         lane, exc)
             if client is not None:
                 self._close_quietly(client)
-            return
-        finally:
-            if conn is not None:
-                conn.no_more_sessions()
+            client = None
+        installed = False
+        if client is not None:
+            if main_started.result():  # (set on every way out of _open_client)
+                installed = self._install_bulk(conn, lane, client)
+            else:
+                self._close_quietly(client)
+        count = opening.lane_done(installed)
+        if count:
+            log.info("%s: bulk channels open: %d of %d", where, count, self.bulk_channels)
+
+    def _install_bulk(self, conn: Any, lane: int, client: SFTPClient) -> bool:
+        """Put `client` in lane `lane`'s slot, unless its connection is no longer ours."""
         with self._cond:
             current = not self.closed and (self._conn is conn if conn is not None
                                            else self._state != FAILED)
             if current:
-                old, self._bulk = self._bulk, client
-                self._bulk_id += 1
+                old = self._bulk[lane - 1]
+                self._bulk_serial += 1
+                self._bulk[lane - 1] = (client, self._bulk_serial)
         if not current:
             self._close_quietly(client)
-            return
+            return False
         if old is not None:
-            self._close_quietly(old)
-        client.on_closed = lambda exc: self._bulk_lost(client)
+            self._close_quietly(old[0])
+        client.on_closed = lambda exc: self._bulk_lost(lane, client)
         if client.closed:
-            self._bulk_lost(client)
-        log.info("%s: bulk channel open", where)
+            self._bulk_lost(lane, client)
+        return True
 
-    def _bulk_lost(self, client: SFTPClient) -> None:
+    def _bulk_lost(self, lane: int, client: SFTPClient) -> None:
         with self._cond:
-            if self._bulk is client:
-                self._bulk = None
+            slot = self._bulk[lane - 1]
+            if slot is not None and slot[0] is client:
+                self._bulk[lane - 1] = None
+
+    def _bulk_lanes(self) -> list[tuple[int, SFTPClient, int]]:
+        """(lane, client, serial) of the bulk channels open now (lock held)."""
+        return [(lane, slot[0], slot[1]) for lane, slot in enumerate(self._bulk, 1)
+                if slot is not None and not slot[0].closed]
 
     def _no_answer(self, where: str) -> MountError:
         return MountError(errno.ETIMEDOUT, where,
@@ -756,68 +834,123 @@ class Session:
         future = self._send_async(client, lambda: client.write_async(handle, offset, data))
         return _raises_floor(future, rf, offset + len(data))
 
-    def open_bulk(self, rf: RemoteFile) -> bool | None:
-        """Give `rf` a second handle, on the bulk channel (THE BULK CHANNEL), opened by
+    def open_bulk(self, rf: RemoteFile) -> tuple[int, ...] | None:
+        """Give `rf` a handle on each bulk channel open now (THE BULK CHANNELS), opened by
         its path like a reopen after a reconnect, and checked the same way: a file
-        shorter than what the server acknowledged through `rf` is another one. False:
-        none for this file (append-only, not reopened): the one channel it is; None: no
-        bulk channel now (not open yet, or lost): ask again later."""
+        shorter than what the server acknowledged through `rf` is another one. The OPENs
+        (each with a STAT) go out on all the channels before any reply is waited for: one
+        round trip. Returns the bulk lanes `rf` has a handle on; () for none, for good
+        (append-only, not reopened): the one channel it is; None: no bulk channel now
+        (not open yet, or lost): ask again later."""
         flags = rf.pflags & ~(SSH_FXF_CREAT | SSH_FXF_TRUNC | SSH_FXF_EXCL)
         if flags & SSH_FXF_APPEND or not flags & SSH_FXF_WRITE:
-            return False  # appends land at the end, whichever channel: never split them
+            return ()  # appends land at the end, whichever channel: never split them
         with self._cond:
-            bulk, bulk_id = self._bulk, self._bulk_id
+            lanes = [entry for entry in self._bulk_lanes()
+                     if entry[0] not in rf.bulk_handles]
             live = self._state == CONNECTED and rf.generation == self.generation
         if rf.lost or rf.closed:
-            return False
-        if bulk is None or bulk.closed or not live:
-            return None
-        floor = rf.size_floor  # acknowledged before the LSTAT was sent: it must see it
-        try:
-            handle, attrs = bulk.open_and_lstat(rf.path, flags, follow=True)
-        except OSError as exc:
-            log.debug("%r: not opened on the bulk channel: %s", rf.path, exc)
-            return False
-        size = attrs.size if attrs is not None else None
-        if size is None or size < floor:
-            log.info("%r: not the file written so far (size %s < %d): writes stay on the "
-                     "one channel", rf.path, size, floor)
-            bulk.close_handle_unwaited(handle)
-            return False
-        rf.bulk_handle, rf.bulk_id = handle, bulk_id
-        return True
+            return ()
+        if not lanes or not live:
+            return tuple(rf.bulk_handles) if rf.bulk_handles else None
+        floor = rf.size_floor  # acknowledged before the STATs were sent: they must see it
+        sent: list[tuple[int, SFTPClient, int, Future, Future]] = []
+        for lane, client, serial in lanes:
+            try:
+                opening, after = client.open_and_lstat_async(rf.path, flags, follow=True)
+            except OSError as exc:
+                log.debug("%r: not opened on bulk channel %d: %s", rf.path, lane, exc)
+                continue
+            sent.append((lane, client, serial, opening, after))
+        opened: list[tuple[int, SFTPClient, int, bytes]] = []
+        another = False  # a STAT saw another file than the one written so far
+        for lane, client, serial, opening, after in sent:
+            try:
+                handle = opening.result()
+            except Exception as exc:  # noqa: BLE001 - that lane is not used
+                log.debug("%r: not opened on bulk channel %d: %s", rf.path, lane, exc)
+                continue
+            try:
+                size = after.result().size
+            except Exception:  # noqa: BLE001 - unchecked: not used
+                size = None
+            if size is None or size < floor:
+                log.info("%r: not the file written so far (size %s < %d): writes stay on "
+                         "the one channel", rf.path, size, floor)
+                another = True
+            opened.append((lane, client, serial, handle))
+        for lane, client, serial, handle in opened:
+            if another:
+                self._close_bulk_handle(client, handle)
+            else:
+                rf.bulk_handles[lane] = (serial, handle)
+        if another:
+            return ()
+        return tuple(rf.bulk_handles)
 
-    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any, bulk: bool,
-                         either: bool = True) -> tuple[Future, bool]:
-        """A write sent on the bulk channel (`bulk`) or the main one; with `either`, on
-        the other one instead if only that one's SSH window takes it now (sending then
-        does not wait for the server). On the main one if `rf` has no handle on the bulk
-        channel now. Returns the future and whether it went on the bulk channel. A bulk
-        write lost with its channel fails with a LOST errno, like one on the main
-        channel: fileio sends it again, on the main channel."""
-        client: SFTPClient | None = None
-        if rf.bulk_handle is not None and (bulk or either):
-            with self._cond:
-                client, main = self._bulk, self.sftp
-                if self._bulk_id != rf.bulk_id:
-                    client = None
-            if client is not None and either and main is not None:
-                n = len(data)
-                main_room, bulk_room = main.send_room(), client.send_room()
-                if main_room is not None and bulk_room is not None \
-                        and (main_room >= n) != (bulk_room >= n):
-                    bulk = bulk_room >= n
-        if not bulk or client is None or rf.bulk_handle is None:
-            return self.write_async(rf, offset, data), False
+    @staticmethod
+    def _close_bulk_handle(client: SFTPClient, handle: bytes) -> None:
         try:
-            future = client.write_async(rf.bulk_handle, offset, data)
+            client.close_handle_unwaited(handle)
+        except OSError:
+            pass  # its channel is gone, and the handle with it
+
+    def write_lane_async(self, rf: RemoteFile, offset: int, data: Any,
+                         lanes: Sequence[int], either: bool = True) -> tuple[Future, int]:
+        """A write sent on the first of `lanes` (0: the main channel, k: bulk channel k)
+        that `rf` has a live handle on; with `either`, on the first of them whose SSH
+        window takes it now instead, if the first does not (sending then does not wait
+        for the server). On the main channel if none of `lanes` is live. Returns the
+        future and the lane it went on. A bulk write lost with its channel fails with a
+        LOST errno, like one on the main channel: fileio sends it again, on the main
+        channel."""
+        usable: list[tuple[int, SFTPClient | None, bytes | None]] = []
+        main: SFTPClient | None = None
+        if rf.bulk_handles:
+            with self._cond:
+                main = self.sftp
+                for lane in lanes:
+                    live = self._bulk_handle(rf, lane) if lane else (None, None)
+                    if live is not None:
+                        usable.append((lane, *live))
+        pick = usable[0] if usable else (0, None, None)
+        if either and len(usable) > 1 and main is not None:
+            n = len(data)
+            for entry in usable:
+                room = (entry[1] or main).send_room()
+                if room is None:
+                    break  # not SSH: no window to go by
+                if room >= n:
+                    pick = entry
+                    break
+        lane, client, handle = pick
+        if client is None or handle is None:
+            return self.write_async(rf, offset, data), 0
+        future = self._send_bulk(client, lambda: client.write_async(handle, offset, data))
+        return _raises_floor(future, rf, offset + len(data)), lane
+
+    def _bulk_handle(self, rf: RemoteFile, lane: int) -> tuple[SFTPClient, bytes] | None:
+        """The client of bulk lane `lane` and `rf`'s handle on it, if both are live now
+        (lock held)."""
+        mine = rf.bulk_handles.get(lane)
+        slot = self._bulk[lane - 1] if 0 < lane <= len(self._bulk) else None
+        if mine is None or slot is None or slot[1] != mine[0] or slot[0].closed:
+            return None
+        return slot[0], mine[1]
+
+    @staticmethod
+    def _send_bulk(client: SFTPClient, send: Callable[[], Future]) -> Future:
+        """A request sent on a bulk channel; one found dead while sending gives a future
+        failed with the LOST errno (the bulk client alone is dropped)."""
+        try:
+            return send()
         except OSError as exc:
             if exc.errno not in LOST:
                 raise
             client.close()
-            future = Future()
-            future.set_exception(exc)
-        return _raises_floor(future, rf, offset + len(data)), True
+            failed: Future = Future()
+            failed.set_exception(exc)
+            return failed
 
     def copy_data_async(self, src: RemoteFile, src_offset: int, length: int,
                         dst: RemoteFile, dst_offset: int) -> Future:
@@ -851,6 +984,34 @@ class Session:
     def fsync(self, rf: RemoteFile) -> None:
         self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
 
+    def round_trip_min(self) -> float | None:
+        """The quickest reply to a small request so far (seconds; None before any): a
+        lower bound of the link's round trip (fileio: whether the bulk channels pay)."""
+        return self.stats.traffic.rtt_min
+
+    def fsync_lanes_async(self, rf: RemoteFile, lanes: Sequence[int]) -> list[Future]:
+        """FSYNC on `rf`'s handle on each of `lanes` (0: the main channel), not waited for:
+        each runs after the writes sent before it on its channel, and syncs the file
+        whichever handle wrote it, so once all have succeeded the writes sent before
+        them are on disk. Never sent again: one lost (or on a lane no longer live) fails,
+        and the caller then syncs with fsync() once its writes are settled."""
+        futures = []
+        for lane in lanes:
+            if lane == 0:
+                client, handle = self._handle(rf, self._deadline())
+                futures.append(self._send_async(client, partial(client.fsync_async, handle)))
+                continue
+            with self._cond:
+                live = self._bulk_handle(rf, lane)
+            if live is None:
+                gone: Future = Future()
+                gone.set_exception(OSError(errno.ECONNRESET, f"bulk channel {lane} lost"))
+                futures.append(gone)
+                continue
+            bulk, bulk_handle = live
+            futures.append(self._send_bulk(bulk, partial(bulk.fsync_async, bulk_handle)))
+        return futures
+
     def failure_cause(self, rf: RemoteFile) -> int | None:
         """EROFS/ENOSPC behind a bare FAILURE on `rf` (see refine.failure_cause)."""
         client = self.sftp
@@ -862,12 +1023,15 @@ class Session:
         if rf.closed:
             return
         rf.closed = True
-        if rf.bulk_handle is not None:
+        if rf.bulk_handles:
             with self._cond:
-                bulk, bulk_id = self._bulk, self._bulk_id
-            if bulk is not None and bulk_id == rf.bulk_id and not bulk.closed:
-                bulk.close_handle_unwaited(rf.bulk_handle)  # (its writes were waited for)
-            rf.bulk_handle = None
+                live = {lane: (client, serial) for lane, client, serial in self._bulk_lanes()}
+            for lane, (serial, handle) in rf.bulk_handles.items():
+                client, live_serial = live.get(lane, (None, 0))
+                if client is not None and live_serial == serial:
+                    # (its writes were waited for)
+                    self._close_bulk_handle(client, handle)
+            rf.bulk_handles = {}
         if rf.generation != self.generation or self._state != CONNECTED:
             return  # its connection is gone, and the handle with it
         client = self.sftp
@@ -918,8 +1082,9 @@ class Session:
             self._cond.notify_all()
         if self.sftp is not None:
             self._close_quietly(self.sftp)
-        if self._bulk is not None:
-            self._close_quietly(self._bulk)
+        for slot in self._bulk:
+            if slot is not None:
+                self._close_quietly(slot[0])
         if self._conn is not None:
             try:
                 self._conn.close()

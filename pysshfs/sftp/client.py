@@ -846,12 +846,15 @@ class SFTPClient:
             after = self.stat_async(path) if follow else self.lstat_async(path)
         return self._open_wait(opening, path, pflags, timeout), self._read_back(after, timeout)
 
-    def open_and_lstat_async(self, path: bytes, pflags: int) -> tuple[Future, Future]:
-        """OPEN and the LSTAT behind it, sent without waiting: (Future of the handle,
-        Future of the attributes). For files opened ahead of need, where a failure only
-        means opening the file the usual way: its errno is not refined."""
+    def open_and_lstat_async(self, path: bytes, pflags: int, *,
+                             follow: bool = False) -> tuple[Future, Future]:
+        """OPEN and the LSTAT (`follow`: STAT) behind it, sent without waiting: (Future of
+        the handle, Future of the attributes). For files opened ahead of need, or on a
+        bulk channel, where a failure only means opening the file the usual way: its
+        errno is not refined."""
         with self._batched():
-            return self._open_async(path, pflags, None), self.lstat_async(path)
+            return self._open_async(path, pflags, None), \
+                self.stat_async(path) if follow else self.lstat_async(path)
 
     def batched(self) -> AbstractContextManager[None]:
         """The requests this thread sends inside go out in one write (see _batched)."""
@@ -920,9 +923,14 @@ class SFTPClient:
 
     def fsync(self, handle: bytes, *, timeout: float | None = None) -> None:
         """Flush the remote file to disk (fsync@openssh.com); EOPNOTSUPP without it."""
+        self._wait(self.fsync_async(handle), timeout)
+
+    def fsync_async(self, handle: bytes) -> Future:
+        """fsync() not waited for: the server runs it after the requests sent before it
+        on this channel."""
         self._require("fsync@openssh.com")
-        self._wait(self._extended("fsync@openssh.com", [string(handle)], _expect_ok, None,
-                                  handle.hex()), timeout)
+        return self._extended("fsync@openssh.com", [string(handle)], _expect_ok, None,
+                              handle.hex())
 
     # --- directories --------------------------------------------------------------------
     def opendir(self, path: bytes, *, timeout: float | None = None) -> bytes:

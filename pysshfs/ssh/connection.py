@@ -107,8 +107,9 @@ class SSHConnection:
     def open_sftp_channel(self, sftp_server: str | None = None, *,
                           last: bool = True) -> paramiko.Channel:
         """The session channel running SFTP; then (`last`) no more sessions on this
-        connection. The session opens a second one for bulk writes (its own 2 MiB window
-        at the server: see Session._open_bulk), and says `no_more_sessions` after it."""
+        connection. The session opens more for bulk writes (each with its own 2 MiB
+        window at the server: see Session._open_bulk), and says `no_more_sessions` after
+        them."""
         try:
             chan = self.transport.open_session(window_size=WINDOW_SIZE,
                                                max_packet_size=MAX_PACKET_SIZE,

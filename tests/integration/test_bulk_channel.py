@@ -1,12 +1,13 @@
-"""Big writes over two SFTP channels (fileio: TWO CHANNELS) keep one channel's order.
+"""Big writes over several SFTP channels (fileio: TWO CHANNELS) keep one channel's order.
 
-The second channel pays only where the round trip bounds one channel's upload, so the
+The bulk channels pay only where the round trip bounds one channel's upload, so the
 mounts here go through bench/netem.py's delaying proxy (RTT 10 ms); on loopback a file
-keeps to one channel. The second channel is a second sftp-server process that runs
-independently of the first: what one descriptor wrote must still be there for the next
-request on the main channel from any descriptor (a read, a truncating open, an fsync),
-as it was when every request went in order on one channel. Files are written past
-fileio.BULK_AFTER once the bulk channel is open (the mount logs it) and read back with
+keeps to one channel. Each bulk channel (session.BULK_CHANNELS of them, 2) is one more
+sftp-server process that runs independently of the others: what one descriptor wrote
+must still be there for the next request on the main channel from any descriptor (a
+read, a truncating open, an fsync), as it was when every request went in order on one
+channel. Files are written past fileio.BULK_AFTER once the bulk channels are open (the
+mount logs it) and read back with
 direct_io (every read reaches the daemon), the last bytes written first (the likeliest to
 be still on their way); the server's copy is checked with plain os calls. The race is
 lost only sometimes: each test gives it a few chances.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from bench.netem import DelayProxy
+from pysshfs.session import BULK_CHANNELS, BULK_FIRST_ID  # (lane k's request ids from k times)
 from tests.integration.test_request_budget import REQUEST, RequestLog
 from tests.support.faultproxy import FaultProxy
 from tests.support.mount import Mount, Mounter, wait_for
@@ -32,7 +35,8 @@ from tests.support.sshd import Sshd
 MiB = 1024 * 1024
 SIZE = 6 * MiB
 TRIES = 3
-BULK_FIRST_ID = 1 << 30  # pysshfs.session.BULK_FIRST_ID: the bulk channel's request ids
+OPEN_BULK = f"bulk channels open: {BULK_CHANNELS} of {BULK_CHANNELS}"
+WRITING_OVER_ALL = f"writing over {BULK_CHANNELS + 1} channels"
 
 
 @pytest.fixture
@@ -46,7 +50,7 @@ def delayed(sshd: Sshd, mounter: Mounter, tmp_path: Path) -> Iterator[Mounter]:
     def mount(extra: list[str]) -> Mount:
         m = mounter(["-o", f"Port={proxy.port}", "-o", f"UserKnownHostsFile={known_hosts}",
                      *extra], foreground=True)
-        assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
+        assert wait_for(lambda: OPEN_BULK in m.stderr_text(), 10)
         return m
 
     yield mount  # type: ignore[misc]
@@ -58,11 +62,12 @@ def _write_big(fd: int, payload: bytes) -> None:
         os.pwrite(fd, payload[pos:pos + MiB], pos)
 
 
-def test_a_big_write_goes_over_two_channels_in_order(delayed: Mounter) -> None:
-    """A file written past fileio.BULK_AFTER gets one more OPEN (and its CLOSE), on the
-    second SFTP channel (its request ids start at BULK_FIRST_ID), and its writes go over
-    both; a rewrite of bytes still in flight on the other channel lands last. A small
-    file opens nothing more (test_request_budget.test_create_write_close)."""
+def test_a_big_write_goes_over_every_channel_in_order(delayed: Mounter) -> None:
+    """A file written past fileio.BULK_AFTER gets one more OPEN (and its CLOSE) on each
+    bulk SFTP channel (lane k's request ids start at k * BULK_FIRST_ID), and its writes
+    go over all of them and the main one; a rewrite of bytes still in flight on another
+    channel lands last. A small file opens nothing more
+    (test_request_budget.test_create_write_close)."""
     m = delayed(["-d"])
     log = RequestLog(m)
     log.mark()
@@ -79,14 +84,47 @@ def test_a_big_write_goes_over_two_channels_in_order(delayed: Mounter) -> None:
     wait_for(lambda: (lambda o: o["CLOSE"] >= o["OPEN"] + o["OPENDIR"])(log.since_mark()), 10)
     ops = log.since_mark()
     assert (m.root / "big.bin").read_bytes() == bytes(payload)
-    # the second OPEN comes with a STAT of the file (Session.open_bulk's check)
-    assert ops["OPEN"] == 2 and ops["STAT"] == 1, ops
+    # each bulk OPEN comes with a STAT of the file (Session.open_bulk's check)
+    assert ops["OPEN"] == 1 + BULK_CHANNELS and ops["STAT"] == BULK_CHANNELS, ops
     assert ops["CLOSE"] == ops["OPEN"] + ops["OPENDIR"], ops
-    ids = [int(rid) for rid, op in REQUEST.findall(m.stderr_text()[log.start:])
-           if op == "WRITE"]
-    bulk = {i for i in ids if i > BULK_FIRST_ID}
-    main = {i for i in ids if i < BULK_FIRST_ID}
-    assert bulk and main, (len(bulk), len(main))
+    requests = REQUEST.findall(m.stderr_text()[log.start:])
+    opens = [int(rid) // BULK_FIRST_ID for rid, op in requests if op == "OPEN"]
+    assert sorted(opens) == list(range(BULK_CHANNELS + 1)), opens  # one on each lane
+    writes = [int(rid) // BULK_FIRST_ID for rid, op in requests if op == "WRITE"]
+    assert sorted(set(writes)) == list(range(BULK_CHANNELS + 1)), \
+        [writes.count(lane) for lane in range(BULK_CHANNELS + 1)]
+
+
+def test_fsync_goes_out_behind_the_writes_on_every_channel(delayed: Mounter) -> None:
+    """fsync(2) after a big write sends its FSYNCs (on the main channel and on each bulk
+    channel with writes on their way) before the last WRITE is answered: one round trip,
+    not two (fileio.OpenFile.fsync). Each runs after its channel's writes, so the file
+    is whole on the server once fsync returns."""
+    m = delayed(["-d"])
+    reply = re.compile(r"\[(\d{5,})\] STATUS ")
+    early = []
+    for i in range(TRIES):
+        start = len(m.stderr_text())
+        payload = os.urandom(SIZE)
+        fd = os.open(m.mnt / f"y{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            _write_big(fd, payload)
+            os.fsync(fd)
+            assert _sha256(m.root / f"y{i}") == _sha256(payload)
+        finally:
+            os.close(fd)
+        text = m.stderr_text()[start:]
+        requests = [(match.start(), rid, op) for match in REQUEST.finditer(text)
+                    for rid, op in [match.groups()]]
+        syncs = [(at, int(rid) // BULK_FIRST_ID) for at, rid, op in requests
+                 if op == "fsync@openssh.com"]
+        assert 0 in {lane for _, lane in syncs}, syncs  # always one on the main channel
+        last_write = max(rid for _, rid, op in requests if op == "WRITE"
+                         and int(rid) < BULK_FIRST_ID)  # (the main channel's, say)
+        answered = next(match.start() for match in reply.finditer(text)
+                        if match.group(1) == last_write)
+        early.append(min(at for at, _ in syncs) < answered)
+    assert any(early), early  # (a busy machine may lose the race now and then)
 
 
 def test_another_descriptor_reads_what_was_just_written(delayed: Mounter) -> None:
@@ -143,7 +181,7 @@ def test_fsync_of_another_descriptor_waits_for_the_bulk_writes(delayed: Mounter)
                                    os.O_CREAT | os.O_EXCL | os.O_WRONLY],  # (tar: unwaited)
                          ids=["created", "created-exclusive"])
 def test_utime_after_big_writes_sticks(delayed: Mounter, flags: int) -> None:
-    """(test_mount_ops.test_utime_after_write_before_close_sticks, with two channels.)"""
+    """(test_mount_ops.test_utime_after_write_before_close_sticks, over the bulk channels.)"""
     m = delayed([])
     for i in range(TRIES):
         fd = os.open(m.mnt / f"u{i}", flags, 0o644)
@@ -185,21 +223,24 @@ def _sha256(data: bytes | Path) -> str:
     return hashlib.sha256(data if isinstance(data, bytes) else data.read_bytes()).hexdigest()
 
 
-def test_the_bulk_channel_dying_alone_loses_nothing(delayed: Mounter, sshd: Sshd) -> None:
-    """Its sftp-server killed under a big write: its writes in flight fail as lost and are
-    sent again on the main channel, which goes on (no reconnect)."""
+@pytest.mark.parametrize("killed", [1, BULK_CHANNELS], ids=["one", "all"])
+def test_bulk_channels_dying_alone_lose_nothing(delayed: Mounter, sshd: Sshd,
+                                                killed: int) -> None:
+    """Bulk channels' sftp-servers killed under a big write (one, or each in turn): their
+    writes in flight fail as lost and are sent again on the main channel, which goes on
+    with the bulk channels left (no reconnect)."""
     before = set(_sftp_servers(sshd))
     m = delayed(["-d"])
     ours = [p for p in _sftp_servers(sshd) if p not in before]
-    assert len(ours) == 2, ours  # the main channel's server, then the bulk one's
-    bulk_pid = ours[-1][1]
+    assert len(ours) == 1 + BULK_CHANNELS, ours  # the main channel's server first
+    bulk_pids = [pid for _, pid in ours[1:]][:killed]
     payload = os.urandom(24 * MiB)
     fd = os.open(m.mnt / "k", os.O_CREAT | os.O_WRONLY, 0o644)
     try:
         for pos in range(0, len(payload), MiB):
-            if pos == 8 * MiB:
-                assert "writing over two channels" in m.stderr_text()
-                os.kill(bulk_pid, signal.SIGKILL)
+            if pos in range(8 * MiB, (8 + 4 * killed) * MiB, 4 * MiB):
+                assert WRITING_OVER_ALL in m.stderr_text()
+                os.kill(bulk_pids.pop(), signal.SIGKILL)
             os.pwrite(fd, payload[pos:pos + MiB], pos)
         os.fsync(fd)
     finally:
@@ -211,7 +252,7 @@ def test_the_bulk_channel_dying_alone_loses_nothing(delayed: Mounter, sshd: Sshd
 
 def test_a_cut_during_a_two_channel_write_loses_nothing(sshd: Sshd, mounter: Mounter,
                                                         tmp_path: Path) -> None:
-    """dd conv=fsync over two channels, the connection cut under it: an identical file
+    """dd conv=fsync over every channel, the connection cut under it: an identical file
     (the writes of both channels in flight are sent again once reconnected)."""
     faults = FaultProxy(sshd.port)
     delay = DelayProxy(faults.port, rtt_ms=10)
@@ -221,7 +262,7 @@ def test_a_cut_during_a_two_channel_write_loses_nothing(sshd: Sshd, mounter: Mou
         known_hosts.write_text(f"[127.0.0.1]:{delay.port} {kind} {key}\n")
         m = mounter(["-d", "-o", f"Port={delay.port}", "-o",
                      f"UserKnownHostsFile={known_hosts}"], foreground=True)
-        assert wait_for(lambda: "bulk channel open" in m.stderr_text(), 10)
+        assert wait_for(lambda: OPEN_BULK in m.stderr_text(), 10)
         src = tmp_path / "src.bin"
         src.write_bytes(os.urandom(48 * MiB))
         dst = m.root / "big.bin"
@@ -230,7 +271,7 @@ def test_a_cut_during_a_two_channel_write_loses_nothing(sshd: Sshd, mounter: Mou
         try:
             accepted = faults.accepted
             assert wait_for(lambda: dst.exists() and dst.stat().st_size >= 16 * MiB, 60)
-            assert "writing over two channels" in m.stderr_text()
+            assert WRITING_OVER_ALL in m.stderr_text()
             assert faults.cut() >= 1
             assert wait_for(lambda: faults.accepted > accepted, 30), "no reconnect"
             _, err = dd.communicate(timeout=180)

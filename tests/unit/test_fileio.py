@@ -11,6 +11,7 @@ import errno
 import os
 import queue
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -378,45 +379,75 @@ def test_writes_a_reconnect_cannot_resend_yet_stay_queued() -> None:
     assert bytes(remote.data) == b"firstsecond" and attempts == [0, 0]
 
 
-# --- two channels (fileio: TWO CHANNELS) -------------------------------------------------
-class TwoLaneRemote(MemoryRemote):
-    """A remote with a bulk channel whose writes land only when the test releases them:
-    the two channels of a real session run independently of each other."""
+# --- two channels or more (fileio: TWO CHANNELS) -----------------------------------------
+class LaneRemote(MemoryRemote):
+    """A remote with `bulk` bulk channels whose writes land only when the test releases
+    them: the channels of a real session run independently of each other."""
 
-    def __init__(self, data: bytes = b"") -> None:
+    def __init__(self, data: bytes = b"", bulk: int = 1) -> None:
         super().__init__(data)
-        self.held: list[tuple[Future, int, bytes]] = []  # bulk writes not landed yet
-        self.lanes: list[tuple[int, bool]] = []  # (offset, sent on the bulk channel)
+        self.bulk = bulk
+        self.held: list[tuple[Future, int, bytes, int]] = []  # bulk writes not landed yet
+        self.lanes: list[tuple[int, int]] = []  # (offset, lane it was sent on: 0 main)
         self.opened_bulk = 0
         self.main_writes: list[int] = []  # offsets written synchronously (resends)
+        self.events: list[str] = []  # resends, FSYNCs sent behind writes, plain fsyncs
+        self.syncs: list[tuple[list[int], int]] = []  # (lanes, bulk writes held then)
 
-    def open_bulk(self, handle: bytes) -> bool:
+    @property
+    def bulk_channels(self) -> int:
+        return self.bulk
+
+    def open_bulk(self, handle: bytes) -> tuple[int, ...]:
         self.opened_bulk += 1
-        return True
+        return tuple(range(1, self.bulk + 1))
 
-    def write_lane_async(self, handle: bytes, offset: int, data: object, bulk: bool,
-                         either: bool = True) -> tuple[Future, bool]:
-        if either and self.held:  # the bulk channel's window is taken: the other one
-            bulk = False
-        self.lanes.append((offset, bulk))
-        if not bulk:
-            return self.write_async(handle, offset, data), False
+    def write_lane_async(self, handle: bytes, offset: int, data: object,
+                         lanes: Sequence[int], either: bool = True) -> tuple[Future, int]:
+        lane = lanes[0]
+        if either:  # a lane whose writes are held has its window taken: the next one
+            busy = {held_lane for _, _, _, held_lane in self.held}
+            lane = next((x for x in lanes if x not in busy), lane)
+        self.lanes.append((offset, lane))
+        if not lane:
+            return self.write_async(handle, offset, data), 0
         fut: Future = Future()
-        self.held.append((fut, offset, bytes(data)))  # type: ignore[arg-type]
-        return fut, True
+        self.held.append((fut, offset, bytes(data), lane))  # type: ignore[arg-type]
+        return fut, lane
 
     def write(self, handle: bytes, offset: int, data: object) -> None:
         self.main_writes.append(offset)
+        self.events.append(f"write {offset}")
         self._write(offset, bytes(data))  # type: ignore[arg-type]
 
-    def land(self, lost: bool = False) -> None:
-        """The bulk writes held so far reach the server (or fail with the channel)."""
-        held, self.held = self.held, []
-        for fut, offset, data in held:
+    def fsync(self, handle: bytes) -> None:
+        self.events.append("fsync")
+
+    def fsync_lanes_async(self, handle: bytes, lanes: Sequence[int]) -> list[Future]:
+        """Each bulk lane's FSYNC lands with that lane's writes (after them)."""
+        self.syncs.append((list(lanes), len(self.held)))
+        self.events.append(f"fsync lanes {list(lanes)}")
+        futures = []
+        for lane in lanes:
+            fut: Future = Future()
+            if lane:
+                self.held.append((fut, -1, b"", lane))
+            else:
+                fut.set_result(None)
+            futures.append(fut)
+        return futures
+
+    def land(self, lost: bool = False, lane: int | None = None) -> None:
+        """The bulk writes held so far (on `lane`, or all) reach the server (or fail with
+        their channel), the later lanes' first: each channel runs on its own."""
+        landing = [h for h in self.held if lane is None or h[3] == lane]
+        self.held = [h for h in self.held if h not in landing]
+        for fut, offset, data, _ in sorted(landing, key=lambda h: -h[3]):
             if lost:
                 fut.set_exception(OSError(errno.ECONNRESET, "bulk channel lost"))
             else:
-                self._write(offset, data)
+                if offset >= 0:  # (-1: an FSYNC)
+                    self._write(offset, data)
                 fut.set_result(None)
 
 
@@ -429,22 +460,24 @@ def bulk_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
 
 
-def _land_later(remote: TwoLaneRemote, lost: bool = False, after: float = 0.2) -> None:
-    timer = threading.Timer(after, remote.land, kwargs={"lost": lost})
+def _land_later(remote: LaneRemote, lost: bool = False, after: float = 0.2,
+                lane: int | None = None) -> None:
+    timer = threading.Timer(after, remote.land, kwargs={"lost": lost, "lane": lane})
     timer.daemon = True
     timer.start()
 
 
-def test_big_writes_go_over_both_channels_and_a_small_file_opens_no_second_handle(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("bulk", [1, 2])
+def test_big_writes_go_over_every_channel_and_a_small_file_opens_no_second_handle(
+        monkeypatch: pytest.MonkeyPatch, bulk: int) -> None:
     import pysshfs.fileio as fileio
 
     monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
-    remote = TwoLaneRemote()
+    remote = LaneRemote(bulk=bulk)
     small = OpenFile(remote, "/small", b"h", os.O_WRONLY, 65536, 65536)
     small.write(b"s" * 100_000, 0)
     small.release()
-    assert remote.opened_bulk == 0 and not any(bulk for _, bulk in remote.lanes)
+    assert remote.opened_bulk == 0 and not any(lane for _, lane in remote.lanes)
     big = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
     payload = os.urandom(4 * 1024 * 1024)
     for pos in range(0, len(payload), 1 << 20):
@@ -452,28 +485,71 @@ def test_big_writes_go_over_both_channels_and_a_small_file_opens_no_second_handl
         remote.land()
     big.release()
     assert remote.opened_bulk == 1
-    sent_bulk = sum(1 for _, bulk in remote.lanes if bulk)
-    assert 0 < sent_bulk < len(remote.lanes)  # both channels carried the file
+    assert {lane for _, lane in remote.lanes} == set(range(bulk + 1))  # all carried it
     assert bytes(remote.data) == payload
 
 
+def test_a_bulk_channel_opened_later_is_taken_up_further_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after mounting only some bulk channels may be open: a file written then
+    asks again every BULK_AFTER bytes until it has them all, and then no more."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 1 << 20)
+    monkeypatch.setattr(fileio, "BULK_MIN_WAIT", 0)  # (replies here take no time)
+    remote = LaneRemote(bulk=2)
+    open_now = [1]  # bulk lanes open in the session
+    remote.open_bulk = lambda handle: (  # type: ignore[method-assign]
+        setattr(remote, "opened_bulk", remote.opened_bulk + 1) or tuple(open_now))
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    payload = os.urandom(8 << 20)
+    for pos in range(0, len(payload), 1 << 20):
+        if pos == 4 << 20:
+            open_now.append(2)
+        f.write(payload[pos:pos + (1 << 20)], pos)
+        remote.land()
+    f.release()
+    assert bytes(remote.data) == payload
+    first_on_2 = min(off for off, lane in remote.lanes if lane == 2)
+    assert first_on_2 >= 4 << 20  # once it had opened, and not before
+    assert remote.opened_bulk == 5  # 1 to 4 MiB written: one lane; 5 MiB: both; then none
+
+
 def test_an_overlapping_write_waits_for_the_bulk_write_it_follows(bulk_at_once: None) -> None:
-    remote = TwoLaneRemote(b"\0" * 8192)
+    remote = LaneRemote(b"\0" * 8192)
     f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
     f.write(b"A" * 4096, 0)  # the bulk channel (nothing unacknowledged on either yet)
-    assert remote.lanes == [(0, True)]
+    assert remote.lanes == [(0, 1)]
     _land_later(remote)
     # (sent on the main channel while A holds the bulk one, B would land first)
     f.write(b"B" * 4096, 0)
-    assert not remote.held or remote.lanes[-1] == (0, True)  # sent once A had landed
+    assert not remote.held or remote.lanes[-1] == (0, 1)  # sent once A had landed
     remote.land()
     f.flush()
     assert bytes(remote.data[:4096]) == b"B" * 4096
 
 
+def test_overlapping_writes_on_two_bulk_channels_land_in_order(bulk_at_once: None) -> None:
+    """Two bulk channels: a rewrite of bytes still on their way on one bulk channel must
+    not go out on the other (which could run first) before they landed."""
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)  # bulk 1 (ties go to a bulk lane)
+    f.write(b"C" * 4096, 8192)  # bulk 2: bulk 1's window is taken
+    assert remote.lanes == [(0, 1), (8192, 2)]
+    _land_later(remote, lane=1)
+    _land_later(remote, lane=2, after=0.3)
+    f.write(b"B" * 4096, 0)  # over A: waits for A (lane 1) and for nothing after it
+    assert remote.lanes[-1][0] == 0 and all(h[3] != 1 for h in remote.held[:-1])
+    remote.land()
+    f.flush()
+    assert bytes(remote.data[:4096]) == b"B" * 4096
+    assert bytes(remote.data[8192:12288]) == b"C" * 4096
+
+
 def test_a_bulk_write_lost_is_sent_again_before_a_newer_one_over_it(
         bulk_at_once: None) -> None:
-    remote = TwoLaneRemote(b"\0" * 8192)
+    remote = LaneRemote(b"\0" * 8192)
     f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
     f.write(b"A" * 4096, 0)
     _land_later(remote, lost=True)
@@ -484,8 +560,25 @@ def test_a_bulk_write_lost_is_sent_again_before_a_newer_one_over_it(
     assert bytes(remote.data[:4096]) == b"B" * 4096
 
 
+def test_one_bulk_channel_dying_loses_none_of_its_writes(bulk_at_once: None) -> None:
+    """Of two bulk channels, the one that dies fails its writes as lost: they are sent
+    again on the main channel, the other's land; the file is whole."""
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)
+    f.write(b"B" * 4096, 4096)
+    f.write(b"C" * 4096, 8192)
+    assert sorted({lane for _, lane in remote.lanes}) == [0, 1, 2]
+    remote.land(lost=True, lane=2)
+    remote.land(lane=1)
+    f.flush()
+    lost = [off for off, lane in remote.lanes if lane == 2]
+    assert remote.main_writes == lost
+    assert bytes(remote.data[:12288]) == b"A" * 4096 + b"B" * 4096 + b"C" * 4096
+
+
 def test_another_handle_reads_what_a_bulk_write_put_there(bulk_at_once: None) -> None:
-    remote = TwoLaneRemote(b"\0" * 8192)
+    remote = LaneRemote(b"\0" * 8192)
     writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
     reader = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
     other = OpenFile(remote, "/g", b"h3", os.O_RDONLY, 4096, 4096)
@@ -497,18 +590,66 @@ def test_another_handle_reads_what_a_bulk_write_put_there(bulk_at_once: None) ->
     writer.release()
 
 
-def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: None) -> None:
-    remote = TwoLaneRemote(b"\0" * 8192)
-    synced_with_held: list[int] = []
-    remote.fsync = lambda handle: synced_with_held.append(len(remote.held))  # type: ignore
+@pytest.mark.parametrize("bulk", [1, 2])
+def test_fsync_through_another_handle_comes_after_the_bulk_writes(bulk_at_once: None,
+                                                                  bulk: int) -> None:
+    remote = LaneRemote(b"\0" * 16384, bulk=bulk)
     writer = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
     other = OpenFile(remote, "/f", b"h2", os.O_RDONLY, 4096, 4096)
-    writer.write(b"A" * 4096, 0)
-    assert remote.held
-    _land_later(remote)
+    for i in range(bulk):
+        writer.write(b"A" * 4096, 4096 * i)
+    assert len(remote.held) == bulk  # one on each bulk channel
+    for lane in range(1, bulk + 1):
+        _land_later(remote, lane=lane, after=0.1 * lane)
     other.fsync(use_extension=True)
-    assert synced_with_held == [0]  # FSYNC went out once the bulk write had landed
+    # its FSYNC (on the main channel) went out once every bulk write had landed
+    assert remote.syncs == [([0], 0)] and "fsync" not in remote.events
     writer.release()
+
+
+def test_fsync_goes_out_behind_the_writes_on_each_channel_that_has_some(
+        bulk_at_once: None) -> None:
+    """One round trip, not two: the FSYNCs do not wait for the writes' replies; each
+    bulk channel's runs after that channel's writes, the main one's after the main
+    channel's, and nothing more is sent when all succeed."""
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    for i in range(3):
+        f.write(b"ABC"[i:i + 1] * 4096, 4096 * i)
+    assert sorted(lane for _, lane in remote.lanes) == [0, 1, 2]
+    _land_later(remote)
+    f.fsync(use_extension=True)
+    assert remote.syncs == [([0, 1, 2], 2)]  # sent with both bulk writes on their way
+    assert "fsync" not in remote.events and not remote.held
+    assert bytes(remote.data[:12288]) == b"A" * 4096 + b"B" * 4096 + b"C" * 4096
+    f.release()
+
+
+def test_fsync_syncs_again_after_resending_what_a_dying_bulk_channel_lost(
+        bulk_at_once: None) -> None:
+    remote = LaneRemote(b"\0" * 16384, bulk=2)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    f.write(b"A" * 4096, 0)  # bulk 1
+    f.write(b"B" * 4096, 4096)  # bulk 2
+    _land_later(remote, lane=1)
+    _land_later(remote, lane=2, lost=True, after=0.3)  # B and the FSYNC behind it
+    f.fsync(use_extension=True)
+    # B again on the main channel, then an FSYNC that comes after it
+    assert remote.events == ["fsync lanes [0, 1, 2]", "write 4096", "fsync"]
+    assert bytes(remote.data[:8192]) == b"A" * 4096 + b"B" * 4096
+    f.release()
+
+
+def test_fsync_reports_what_a_write_got_though_its_fsync_went_out(
+        bulk_at_once: None) -> None:
+    remote = LaneRemote(b"\0" * 16384, bulk=1)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, 4096, 4096)
+    remote.fail_writes_at = 0
+    f.write(b"x" * 100, 0)  # (small: the main channel) ENOSPC
+    with pytest.raises(OSError) as raised:
+        f.fsync(use_extension=True)
+    assert raised.value.errno == errno.ENOSPC
+    f.release()
 
 
 def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
@@ -518,10 +659,27 @@ def test_replies_quicker_than_a_round_trip_that_matters_keep_one_channel(
     import pysshfs.fileio as fileio
 
     monkeypatch.setattr(fileio, "BULK_AFTER", 64 * 1024)
-    remote = TwoLaneRemote()
+    remote = LaneRemote()
     f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
     for pos in range(0, 4 * 1024 * 1024, 1 << 20):
         f.write(b"x" * (1 << 20), pos)
         f.flush()  # answered before the next write: nothing waits a round trip
     f.release()
     assert remote.opened_bulk == 0
+
+
+def test_a_link_known_to_be_slow_takes_the_bulk_channels_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session's quickest small reply (the create's own round trip) tells a slow
+    link before the file's first write is answered: the bulk channels are asked for as
+    soon as the file passes BULK_AFTER."""
+    import pysshfs.fileio as fileio
+
+    monkeypatch.setattr(fileio, "BULK_AFTER", 1 << 20)
+    remote = LaneRemote()
+    remote.round_trip_min = lambda: 0.02  # type: ignore[attr-defined]
+    f = OpenFile(remote, "/big", b"h", os.O_WRONLY, 65536, 65536)
+    f.write(b"x" * (1 << 20), 0)  # answered at once here, yet the link is slow
+    assert remote.opened_bulk == 1
+    remote.land()
+    f.release()
