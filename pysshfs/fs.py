@@ -685,8 +685,8 @@ class SSHFS(Operations):
         so a path that is a symlink here means lchown/lutimes, and SETSTAT would follow
         it (unless follow_symlinks shows links as their targets)."""
         remote = self.session.remote_path(path)
+        self._send_held_of(path)  # (first: the held bytes may go on a bulk channel)
         settle_bulk_writes(path)  # a write landing after a utime would bump the mtime
-        self._send_held_of(path)
         try:
             after = self.session.setstat_and_lstat(remote, attrs, self.follow_symlinks)
         finally:
@@ -753,8 +753,8 @@ class SSHFS(Operations):
             before = self.cache.attrs_before_change(path)
             if before is None or before.mode is None or not stat.S_ISREG(before.mode):
                 return False
-            settle_bulk_writes(path)  # (the second channel's writes must not come after it)
-            self._send_held(f)  # nor the writes held here
+            self._send_held(f)  # the writes held here, then the bulk channels' ones:
+            settle_bulk_writes(path)  # none may land after it
             fut = self.session.fsetstat_async(f.handle, times)
             with self._files_lock:
                 queued.append((fut, times))
@@ -839,8 +839,8 @@ class SSHFS(Operations):
         server in the same round trip (an LSTAT queued right behind the OPEN; FSTAT would
         need the handle, a round trip later) and refresh our cache; when its size or
         mtime differ from what the kernel was told, the kernel's attributes and pages go."""
+        held_here = self._stop_holding(path)  # a second handle reads the server's, and
         settle_bulk_writes(path)  # what was written is there to read, or to truncate
-        held_here = self._stop_holding(path)  # and a second handle reads the server's
         reading = flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC
         if reading and self.open_ahead is not None:
             taken = self.open_ahead.take(path)
@@ -902,8 +902,8 @@ class SSHFS(Operations):
         flags = fi if isinstance(fi, int) else (os.O_CREAT | os.O_WRONLY | os.O_TRUNC)
         flags |= os.O_CREAT
         remote = self.session.remote_path(path)
-        settle_bulk_writes(path)  # (O_TRUNC must come after the writes before it)
         self._stop_holding(path)
+        settle_bulk_writes(path)  # (O_TRUNC must come after the writes before it)
         try:
             handle = self.session.open(remote, _sftp_open_flags(flags),
                                        Attrs(mode=mode & 0o7777), read_back=True)
