@@ -25,12 +25,13 @@ THREADS of a running mount (the daemon process):
     loop is ending, closes the session after SHUTDOWN_GRACE;
   * `pysshfs-control` (accept loop) and one `pysshfs-control-req` per request
     (control.py): `pysshfs status` and `pysshfs refresh`;
-  * below the session: `pysshfs-reconnect` (at most one, session.py), paramiko's
+  * below the session: `pysshfs-reconnect` (at most one, session.py), `pysshfs-bulk`
+    and `pysshfs-bulkN` (opening the bulk SFTP channels, session.py), paramiko's
     transport thread, `ssh-window N`, `sftp-stream-end` (ssh/pushchannel.py),
-    `ssh-keepalive` and its probes (ssh/connection.py), the SFTP request watchdog
-    `<name>-deadlines` (sftp/client.py);
+    `ssh-keepalive` and its probes (ssh/connection.py), `proxy-stderr` (a ProxyCommand's
+    stderr, ssh/proxy.py), the SFTP request watchdog `<name>-deadlines` (sftp/client.py);
   * helpers of the file system: `readahead_0` (fileio.py), `openahead_N`
-    (openahead.py), `prefetch_N` (prefetch.py).
+    (openahead.py), `prefetch_N` (prefetch.py), `held-writes` (heldwrites.py).
 Each module's docstring says which locks guard what. This module keeps no lock: the
 `mounted` dict is written by the `init` and `mount-confirm` threads and read by the main
 thread only after the FUSE loop has returned.
