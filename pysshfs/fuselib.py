@@ -115,10 +115,10 @@ _raisers: dict[str, Any] = {}
 
 
 def _raiser(name: str) -> Any:
-    """A function named `name` that raises its first argument (the operation's own follow,
-    for mfusepy's log line): a failure of the FUSE
-    operation `name`, handed to mfusepy's _wrapper (it judges by the function's name:
-    init's failures propagate, getattr's ENOENT is logged without a traceback)."""
+    """A function named `name` that raises its first argument: how a failure of the FUSE
+    operation `name` is handed to mfusepy's _wrapper, which judges it by the function's
+    name (init's failures propagate, getattr's ENOENT is logged without a traceback) and
+    logs the rest of the arguments as the operation's own."""
     fn = _raisers.get(name)
     if fn is None:
         def fn(exc: BaseException, *args: Any) -> None:
