@@ -235,28 +235,16 @@ class LeanReader:
 
     def _one(self) -> tuple[int, Message] | None:
         d = self._pk.__dict__
-        sock = self._sock
-        data, pos = sock._data, sock._pos
-        if len(data) - pos >= 4:  # (inlined: the length and the whole packet read already)
-            size = _U32.unpack_from(data, pos)[0]
-            if size > _MAX_PACKET or size < 2:
-                raise SSHException(f"Invalid packet length {size}")
-            end = pos + 4 + size + _GCM_TAG
-            if end <= len(data):
-                head = data[pos:pos + 4]
-                body = data[pos + 4:end]
-                if end == len(data):
-                    sock._data, sock._pos = b"", 0
-                else:
-                    sock._pos = end
-            else:
-                head = self._take(4, check_rekey=True)
-                body = self._take(size + _GCM_TAG)
+        frame = self._sock.buffered_frame(_GCM_TAG)  # the whole packet read already
+        if frame is not None:
+            head, body = frame
+            size = len(body) - _GCM_TAG
         else:
             head = self._take(4, check_rekey=True)
             size = _U32.unpack(head)[0]
-            if size > _MAX_PACKET or size < 2:
-                raise SSHException(f"Invalid packet length {size}")
+        if size > _MAX_PACKET or size < 2:
+            raise SSHException(f"Invalid packet length {size}")
+        if frame is None:
             body = self._take(size + _GCM_TAG)
         iv = d[IV_IN]
         try:

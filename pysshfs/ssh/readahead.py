@@ -17,10 +17,12 @@ the socket's own (send, settimeout, close, ...).
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
 READ_SIZE = 256 * 1024  # at least one whole SSH packet (paramiko's are up to 32 KiB + 2 KiB)
+_U32 = struct.Struct(">I")
 
 
 class ReadAheadSocket:
@@ -58,6 +60,22 @@ class ReadAheadSocket:
             return data[pos:] if pos else data
         self._pos = end
         return data[pos:end]
+
+    def buffered_frame(self, trailer: int) -> tuple[bytes, bytes] | None:
+        """A frame read already, in one call (the lean reader's every packet): its 4-byte
+        big-endian length field and the length + `trailer` bytes after it; else None
+        (nothing taken). The length is not judged here: the caller does."""
+        data, pos = self._data, self._pos
+        if len(data) - pos < 4:
+            return None
+        end = pos + 4 + _U32.unpack_from(data, pos)[0] + trailer
+        if end > len(data):
+            return None
+        if end == len(data):
+            self._data, self._pos = b"", 0
+        else:
+            self._pos = end
+        return data[pos:pos + 4], data[pos + 4:end]
 
     def fileno(self) -> int:
         # (asked at every leanpackets write: not through __getattr__; never cached, a
