@@ -25,9 +25,9 @@ THREADS of a running mount (the daemon process):
     loop is ending, closes the session after SHUTDOWN_GRACE;
   * `pysshfs-control` (accept loop) and one `pysshfs-control-req` per request
     (control.py): `pysshfs status` and `pysshfs refresh`;
-  * below the session: `pysshfs-reconnect` (at most one, session.py), `pysshfs-bulk`
-    and `pysshfs-bulkN` (opening the bulk SFTP channels, session.py), paramiko's
-    transport thread, `ssh-window N`, `sftp-stream-end` (ssh/pushchannel.py),
+  * below the session: `pysshfs-reconnect` (at most one, session.py), `pysshfs-bulkN`
+    (opening bulk SFTP channel N, session.py), paramiko's transport thread, `ssh-window N`,
+    `sftp-stream-end` (ssh/pushchannel.py),
     `ssh-keepalive` and its probes (ssh/connection.py), `proxy-stderr` (a ProxyCommand's
     stderr, ssh/proxy.py), the SFTP request watchdog `<name>-deadlines` (sftp/client.py);
   * helpers of the file system: `readahead_0` (fileio.py), `openahead_N`

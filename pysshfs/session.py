@@ -292,9 +292,7 @@ class Session:
                 else PushStream(conn.open_sftp_channel(self.sftp_server,
                                                        last=not self.bulk_channels))
             if self.bulk_channels:  # opened while the main one starts SFTP
-                threading.Thread(target=self._open_bulk,
-                                 args=(conn, where, timeout, main_started),
-                                 name="pysshfs-bulk", daemon=True).start()
+                self._open_bulk(conn, where, timeout, main_started)
             client = SFTPClient(stream, name=where, traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout)
             client.start()
