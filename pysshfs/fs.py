@@ -103,6 +103,31 @@ def _shows(after: Attrs, change: Attrs) -> bool:
             and (change.mtime is None or after.mtime == change.mtime))
 
 
+def _owner_cannot_be_refused(current: Attrs, change: Attrs) -> bool:
+    """Whether a change of a file's attributes cannot be refused to its owner: its times;
+    its permission bits, set-id and sticky bits aside (a server clears S_ISGID for a
+    group its user is not in, and may refuse the sticky bit on a file); its owner and
+    group as they are (chown to the current ids, which tar and cp -p do as root)."""
+    if change.size is not None:
+        return False
+    if change.mode is not None and change.mode & 0o7000:
+        return False
+    return (change.uid is None or change.uid == current.uid) and \
+        (change.gid is None or change.gid == current.gid)
+
+
+def _changed(current: Attrs, change: Attrs) -> Attrs:
+    """`current` with what `change` sets (its permission bits under the file type)."""
+    mode = current.mode
+    if change.mode is not None:
+        mode = (mode or 0) & ~0o7777 | change.mode & 0o7777
+    return replace(current, mode=mode,
+                   uid=current.uid if change.uid is None else change.uid,
+                   gid=current.gid if change.gid is None else change.gid,
+                   atime=current.atime if change.atime is None else change.atime,
+                   mtime=current.mtime if change.mtime is None else change.mtime)
+
+
 def _seconds(ns: int) -> int:
     return ns // 10**9
 
@@ -696,7 +721,9 @@ class SSHFS(Operations):
             self.cache.learned_attrs(path, after)
 
     def chmod(self, path: str, mode: int) -> int:
-        self._setstat(path, Attrs(mode=mode & 0o7777))
+        change = Attrs(mode=mode & 0o7777)
+        if not self._setstat_unwaited(path, change):
+            self._setstat(path, change)
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
@@ -711,7 +738,9 @@ class SSHFS(Operations):
             gid = current.gid if current and current.gid is not None else 0
         else:
             gid = self.ids.gid_to_remote(gid)
-        self._setstat(path, Attrs(uid=uid, gid=gid))
+        change = Attrs(uid=uid, gid=gid)
+        if not self._setstat_unwaited(path, change):
+            self._setstat(path, change)
         return 0
 
     def utimens(self, path: str, times: tuple[Any, Any] | None = None) -> int:
@@ -731,18 +760,21 @@ class SSHFS(Operations):
                 _seconds(a)
             mtime = now if m == "now" else (current.mtime or 0) if m is None and current else \
                 _seconds(m)
-        if not self._setstat_unwaited(path, Attrs(atime=atime, mtime=mtime)):
-            self._setstat(path, Attrs(atime=atime, mtime=mtime))
+        change = Attrs(atime=atime, mtime=mtime)
+        if not self._setstat_unwaited(path, change):
+            self._setstat(path, change)
         return 0
 
-    def _setstat_unwaited(self, path: str, times: Attrs) -> bool:
-        """The times of a file this mount created and holds open (tar, cp -p, git
-        checkout set them last, then close): FSETSTAT on its handle, not waited for. It
-        can only fail as a write can (we own the file, the handle does not care what
-        happened to its name), so its error, like a write's, comes from the close(2)
-        (flush), an fsync, a truncate or the release (_settle). What the kernel asks next
-        is worked out from what we knew, with the new times. False: not such a file (or
-        nothing known of it: cache=no), send it waited."""
+    def _setstat_unwaited(self, path: str, change: Attrs) -> bool:
+        """The times, mode or owner of a file this mount created and holds open (tar x,
+        cp -p, cp -a, git checkout set them last, then close; tar as root sets the times,
+        then chown, then chmod): FSETSTAT on its handle, not waited for. Only changes the
+        server cannot refuse the file's owner are sent so (_owner_cannot_be_refused): they
+        can only fail as a write can (the handle does not care what happened to its
+        name), so their error, like a write's, comes from the close(2) (flush), an fsync,
+        a truncate or the release (_settle). What the kernel asks next is worked out from
+        what we knew, with the change. False: not such a file or change (or nothing known
+        of it: cache=no), send it waited."""
         if not self._made_files:
             return False
         for f in self._open_files_of(path):
@@ -751,18 +783,19 @@ class SSHFS(Operations):
             if queued is None:
                 continue
             before = self.cache.attrs_before_change(path)
-            if before is None or before.mode is None or not stat.S_ISREG(before.mode):
+            if before is None or before.mode is None or not stat.S_ISREG(before.mode) \
+                    or not _owner_cannot_be_refused(before, change):
                 return False
             self._send_held(f)  # the writes held here, then the bulk channels' ones:
             settle_bulk_writes(path)  # none may land after it
-            fut = self.session.fsetstat_async(f.handle, times)
+            fut = self.session.fsetstat_async(f.handle, change)
             with self._files_lock:
-                queued.append((fut, times))
+                queued.append((fut, change))
             self.cache.changed(path)
             # created empty, and written through this handle to its high water (truncate
             # stops this path); other handles' writes show through _stat_of
-            self.cache.learned_attrs(path, replace(before, size=f.high_water,
-                                                   atime=times.atime, mtime=times.mtime))
+            self.cache.learned_attrs(path, _changed(replace(before, size=f.high_water),
+                                                    change))
             return True
         return False
 
@@ -793,10 +826,10 @@ class SSHFS(Operations):
                     error = error or OSError(errno.EIO, str(other))
         if error is not None:
             self.cache.changed(f.path)
-            self.kernel.invalidate(f.path)  # it holds the times that were refused
-            log.warning("setting the times of %s failed: %s", f.path, error)
+            self.kernel.invalidate(f.path)  # it holds the attributes that were refused
+            log.warning("changing the attributes of %s failed: %s", f.path, error)
             code = error.errno or errno.EIO
-            raise OSError(code, f"setting the times failed: {os.strerror(code)}")
+            raise OSError(code, f"changing the attributes failed: {os.strerror(code)}")
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
         f = self._files.get(fh) if fh is not None else None

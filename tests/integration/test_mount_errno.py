@@ -243,3 +243,11 @@ def test_times_set_unwaited_fail_at_close(mounter: Mounter) -> None:
     # works here: only FSETSTAT is denied)
     os.utime(path, (1_000_000_000, 1_000_000_000))
     assert (m.root / "made").stat().st_mtime == 1_000_000_000
+    # the mode of a file made here likewise (tar x as root, then chmod): close(2) fails
+    fd = os.open(m.mnt / "made2", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"more")
+    os.fchmod(fd, 0o644)  # returns at once
+    raises_errno(errno.EACCES, os.close, fd)
+    assert (m.root / "made2").read_bytes() == b"more"
+    assert stat.S_IMODE((m.root / "made2").stat().st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(m.mnt / "made2").st_mode) == 0o600  # not the refused one

@@ -55,6 +55,10 @@ class RequestLog:
             ops = self._ops(self._text())
             return ops["CLOSE"] >= ops["OPEN"] + ops["OPENDIR"]
         assert wait_for(quiet, 10), "handles still open"
+        self.mark_now()
+
+    def mark_now(self) -> None:
+        """Count from here on, whatever is still open."""
         self.start = len(self._text())
 
     def since_mark(self) -> Counter[str]:
@@ -288,6 +292,49 @@ def test_times_of_a_file_made_here_are_set_unwaited(counted: tuple[Mount, Reques
     os.utime(m.mnt / "d" / "f1", ns=(10**18, 10**18))
     ops = log.since_mark()
     assert ops["FSETSTAT"] == 0 and ops["LSTAT"] == 1 and sum(ops.values()) == 2, ops
+
+
+def test_owner_and_mode_of_a_file_made_here_are_set_unwaited(
+        counted: tuple[Mount, RequestLog]) -> None:
+    """tar x as root (GNU tar 1.34 into a directory named with -C): create with mode 0600,
+    write, set the times, chown to the owner it has, chmod to the archive's mode, close.
+    Each change goes as an FSETSTAT on the handle, unwaited: the close waits for them
+    with the WRITE, one round trip for all (three before: chown and chmod waited)."""
+    m, log = counted
+    tree(m.root)
+    os.listdir(m.mnt / "d")
+    log.mark()
+    path = m.mnt / "d" / "new"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b"z" * 300)
+    os.utime(fd, ns=(1_500_000_000 * 10**9, 1_400_000_000 * 10**9))
+    owner = os.fstat(fd)
+    os.fchown(fd, owner.st_uid, owner.st_gid)
+    os.fchmod(fd, 0o754)
+    st = os.fstat(fd)
+    assert (stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime) == (0o754, 300, 1_400_000_000)
+    assert sum(log.since_mark().values()) == 6, log.since_mark()  # nothing waited for
+    os.close(fd)
+    ops = log.settle("CLOSE")
+    assert ops == Counter({"OPEN": 1, "LSTAT": 1, "WRITE": 1, "FSETSTAT": 3, "CLOSE": 1}), ops
+    on_server = (m.root / "d" / "new").stat()
+    assert (stat.S_IMODE(on_server.st_mode), on_server.st_size, on_server.st_mtime,
+            on_server.st_uid, on_server.st_gid) == \
+        (0o754, 300, 1_400_000_000, owner.st_uid, owner.st_gid)
+    assert (m.root / "d" / "new").read_bytes() == b"z" * 300
+    # what the server may refuse or change is waited for, read back in the same trip:
+    # another owner, and the set-id and sticky bits (S_ISGID is cleared for a group the
+    # server's user is not in)
+    fd = os.open(m.mnt / "d" / "new2", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        log.mark_now()
+        os.fchown(fd, owner.st_uid, owner.st_gid + 4242)
+        os.fchmod(fd, 0o2755)
+        ops = log.since_mark()
+        assert ops == Counter({"lsetstat@openssh.com": 2, "LSTAT": 2}), ops
+    finally:
+        os.close(fd)
+    assert (m.root / "d" / "new2").stat().st_gid == owner.st_gid + 4242
 
 
 def test_small_writes_to_a_file_made_here_go_as_one(counted: tuple[Mount, RequestLog]) -> None:
