@@ -178,10 +178,11 @@ def ls_lr_warm(ctx: Context, kind: str) -> Measurement:
 
 
 def _extract(ctx: Context, kind: str, label: str, tar: Path, top: str,
-             expected: int) -> Measurement:
+             expected: int, *, keep_owners: bool = False) -> Measurement:
     """Time `tar -x` of `tar` (read from the local disk: this measures creating files on
     the mount) into a fresh scratch directory, then check the server holds `expected`
-    files under `top`."""
+    files under `top`. `keep_owners`: as root does by default (each file created 0600,
+    then chowned and chmodded), checked against the files the tar was made of."""
     dest = ctx.data.scratch / f"{label}-{kind}"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir()
@@ -191,11 +192,14 @@ def _extract(ctx: Context, kind: str, label: str, tar: Path, top: str,
     os.sync()
     try:
         with ctx.mounted(kind, label) as m:
-            r = ctx.timed(m, label, ["tar", "-xf", str(tar), "--no-same-owner",
+            owners = [] if keep_owners else ["--no-same-owner"]
+            r = ctx.timed(m, label, ["tar", "-xf", str(tar), *owners,
                                      "-C", str(m.mountpoint / "scratch" / dest.name)])
         got = count_files(dest / top)
         if got != expected:
             raise WrongResult(f"server has {got} files after extracting {expected}")
+        if keep_owners:
+            _check_owners(ctx.data.base / top, dest / top)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
     return Measurement(r.seconds, r.seconds)
@@ -260,8 +264,23 @@ def git_status_cold(ctx: Context, kind: str) -> Measurement:
     return Measurement(r.seconds, r.seconds)
 
 
+def _check_owners(source: Path, copy: Path) -> None:
+    for dirpath, _dirs, files in os.walk(source):
+        for name in files:
+            want = (Path(dirpath) / name).lstat()
+            got = (copy / Path(dirpath).relative_to(source) / name).lstat()
+            if (want.st_mode, want.st_uid, want.st_gid, int(want.st_mtime)) != \
+                    (got.st_mode, got.st_uid, got.st_gid, int(got.st_mtime)):
+                raise WrongResult(f"{name}: mode, owner or mtime not as in the archive")
+
+
 def tar_small(ctx: Context, kind: str) -> Measurement:
     return _extract(ctx, kind, "tar_small", ctx.data.small_tar, "small", ctx.data.small_files)
+
+
+def tar_small_owners(ctx: Context, kind: str) -> Measurement:
+    return _extract(ctx, kind, "tar_small_owners", ctx.data.small_tar, "small",
+                    ctx.data.small_files, keep_owners=True)
 
 
 def cp_small(ctx: Context, kind: str) -> Measurement:
@@ -415,6 +434,8 @@ def rtt_workloads(big_mib: int, data: DataSet, rtt_ms: float, mbit: float | None
                  "server, fresh mount", "<=", 0.5, "s", git_status_cold),
         Workload("tar_small", f"[{link}] tar x of {data.small_files} small files", "<=", 0.4,
                  "s", tar_small),
+        Workload("tar_small_owners", f"[{link}] tar x of {data.small_files} small files as "
+                 "root, owners and modes kept", "<=", 0.4, "s", tar_small_owners),
         Workload("cp_small", f"[{link}] cp -r of {data.cp_files} small files off the mount",
                  "<=", 0.6, "s", cp_small),
         Workload("stat_known", f"[{link}] stat of 200 known paths, no listing first", "<=",
