@@ -350,7 +350,8 @@ class Session:
             client = SFTPClient(stream, name=f"{where} bulk {lane}",
                                 traffic=self.stats.traffic,
                                 request_timeout=self.io_timeout,
-                                first_id=lane * BULK_FIRST_ID)
+                                first_id=lane * BULK_FIRST_ID,
+                                overdue_level=logging.INFO)  # (its writes go elsewhere)
             client.start()
         except Exception as exc:  # noqa: BLE001 - whatever it was, writes use fewer lanes
             if not self.closed:

@@ -374,10 +374,13 @@ class SFTPClient:
 
     def __init__(self, stream: Stream, *, name: str = "sftp",
                  traffic: Traffic | None = None, request_timeout: float = 0.0,
-                 first_id: int = 1) -> None:
+                 first_id: int = 1, overdue_level: int = logging.WARNING) -> None:
         self.name = name
         self.traffic = traffic if traffic is not None else Traffic()  # for pysshfs status
         self.request_timeout = request_timeout  # seconds; 0 = wait for ever
+        # how loudly the watchdog says it gave up (a session whose loss nobody notices,
+        # such as a bulk channel, says it quietly: it is not the mount's error line)
+        self._overdue_level = overdue_level
         self.version = 0
         self.extensions: dict[str, bytes] = {}
         self.max_read = DEFAULT_MAX_READ
@@ -550,7 +553,7 @@ class SFTPClient:
                 continue
             reason = OSError(errno.ETIMEDOUT, f"{why} (io_timeout): the connection is "
                              "considered broken")
-            log.warning("%s: %s", self.name, reason.strerror)
+            log.log(self._overdue_level, "%s: %s", self.name, reason.strerror)
             self._stream_ended(reason)
             return
 

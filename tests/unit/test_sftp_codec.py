@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import queue
 import random
 import struct
@@ -341,6 +342,22 @@ def test_a_silent_server_is_a_broken_connection() -> None:
     assert time.monotonic() - t0 < 0.3 + 1.5
     assert client.closed
     assert len(closed) == 1 and closed[0].errno == errno.ETIMEDOUT
+
+
+def test_a_session_whose_loss_is_quiet_says_so_at_its_own_level(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A bulk channel given up by its watchdog (its writes go elsewhere) must not add a
+    warning to a failing mount's one error line: it says so at the level it was given."""
+    for level in (logging.INFO, logging.WARNING):
+        caplog.clear()
+        client = SFTPClient(ScriptedServer(lambda ptype, rid, body: None), name="quiet",
+                            request_timeout=0.2, overdue_level=level)
+        client.start(timeout=5)
+        with caplog.at_level(logging.DEBUG, logger="pysshfs.sftp.client"):
+            with pytest.raises(OSError):
+                client.stat(b"/x")
+        told = [r for r in caplog.records if r.getMessage().startswith("quiet: no reply")]
+        assert [r.levelno for r in told] == [level], told
 
 
 def test_replies_that_keep_flowing_are_progress_but_one_never_answered_is_not() -> None:
