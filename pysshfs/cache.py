@@ -522,15 +522,25 @@ class MetadataCache:
             self._changed_locked(parent_of(path))
 
     def renamed(self, old: str, new: str) -> None:
-        """Both sides of a rename, and everything below a renamed directory."""
+        """Both sides of a rename, and everything below a renamed directory (not for a
+        known non-directory: nothing is below it, nor below what it can replace; the walk
+        through every cached path costs ~30 ms with a full cache, on the caller's path,
+        and git renames its index into place at the end of each status)."""
         with self._lock:
             self._epoch_all += 1  # whole subtrees moved
+            known = self._attrs_locked(old)
+            mode = None if known is None else known.mode
+            if mode is None:  # (a name created here is in its directory's listing)
+                listing, name = self._parent_listing(old)
+                mode = None if listing is None else listing.modes.get(name)
+            subtree = not mode or stat.S_ISDIR(mode)
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(old)
                 slot.drop(new)
-                slot.drop_under(old)
-                slot.drop_under(new)
+                if subtree:
+                    slot.drop_under(old)
+                    slot.drop_under(new)
             for parent in {parent_of(old), parent_of(new)}:
                 self._dirs.drop(parent)
                 self._changed_locked(parent)
