@@ -292,6 +292,23 @@ class MetadataCache:
                 return listed
         return self._attrs.get(path)
 
+    def guessed(self, path: str) -> bool:
+        """The listing held of `path` was fetched ahead of need (see _guessed)."""
+        with self._lock:
+            return bool(self._guessed.get(path))
+
+    def listed_attrs(self, path: str) -> tuple[Attrs, float] | None:
+        """(the attributes of `path` its directory's listing carried, seconds since that
+        listing was asked for), while they are what attrs() answers; else None. What a
+        close-to-open check may go by when the listing is young enough (openahead)."""
+        with self._lock:
+            listing, name = self._parent_listing(path)
+            if listing is None:
+                return None
+            age = self.clock() - listing.read_at
+            listed = listing.attrs.get(name) if age <= self.config.stat_ttl else None
+            return None if listed is None else (listed, age)
+
     def is_missing(self, path: str) -> bool:
         with self._lock:
             since = self._negative.get(path)
