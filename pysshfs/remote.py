@@ -49,18 +49,25 @@ class PendingOpen:
     handle: Future  # Future[bytes]
     attrs: Future  # Future[Attrs]
     listed: bool = False  # attrs are the listing's, not read with the OPEN
+    # the RemoteFile once made: the one its first READ went on is the one open() takes
+    made: RemoteFile | None = field(default=None, init=False, repr=False, compare=False)
 
     def done(self) -> bool:
         """The replies it waits for have all come."""
         return self.handle.done() and self.attrs.done()
 
     def file(self, timeout: float | None = None) -> RemoteFile:
-        """The open file, once its handle came (raises what the OPEN got)."""
+        """The open file, once its handle came (raises what the OPEN got); made once
+        (two threads at once may each make one: same handle)."""
+        made = self.made
+        if made is not None:
+            return made
         handle = self.handle.result(timeout)
         attrs = self.attrs.result(timeout) if self.attrs.exception(timeout) is None \
             else None
-        return RemoteFile(self.path, self.pflags, handle, self.generation,
-                          attrs_at_open=attrs)
+        self.made = RemoteFile(self.path, self.pflags, handle, self.generation,
+                               attrs_at_open=attrs)
+        return self.made
 
 
 class RemoteFS(Protocol):
