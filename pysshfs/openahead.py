@@ -44,7 +44,9 @@ THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `released
 no open() comes to do it (it sleeps while nothing is held). `_lock` guards `_held`,
 `_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_triggers`,
 `_recent`, `_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while
-sending.
+sending. `_reads_lock` is held by _send_reads while it claims and sends first READs (taken
+before `_lock`, never the other way round), and briefly by a take() that found its file
+claimed and its READ not yet there.
 `attrs` reads `_held` with one dict lookup, atomic under the GIL.
 """
 
@@ -109,6 +111,7 @@ class OpenAhead:
         self.max_size = max_size
         self.hold_for = hold_for
         self._lock = threading.Lock()
+        self._reads_lock = threading.Lock()  # held while first READs are claimed and sent
         self._held: OrderedDict[str, Held] = OrderedDict()  # oldest first
         self._unread: deque[Held] = deque()  # held, first READ not sent yet, oldest first
         self._to_close: list[PendingOpen] = []  # expired before their handle came
@@ -150,6 +153,9 @@ class OpenAhead:
         if mine and self._small(rf):
             # its READ was not sent yet: now, so it races the kernel's first read
             held.first_chunk = self._read_first(rf)
+        elif not mine and held.first_chunk is None:
+            with self._reads_lock:  # _send_reads may be sending it: wait for that
+                pass
         return rf, held.first_chunk, held.pending.listed
 
     def attrs(self, path: str) -> Attrs | None:
@@ -416,25 +422,34 @@ class OpenAhead:
                 self._janitor.start()
 
     def _send_reads(self) -> None:
-        """The first READ of every held file whose handle has come, in one write."""
-        ready: list[Held] = []
-        with self._lock:
-            unread = self._unread
-            while unread and (unread[0].claimed or unread[0].pending.done()):
-                held = unread.popleft()
-                if not held.claimed:
-                    held.claimed = True
-                    ready.append(held)
-        if not ready:
+        """The first READ of every held file whose handle has come, in one write. Claimed
+        and sent under `_reads_lock`, so a take() of one of them meanwhile waits for its
+        READ instead of finding none and leaving the kernel's read to send a second."""
+        try:
+            first = self._unread[0]  # (a look without the locks: nothing to do, mostly)
+        except IndexError:
             return
-        with self.session.batched():
-            for held in ready:
-                try:
-                    rf = held.pending.file()
-                except Exception:  # noqa: BLE001 - take() opens it as usual
-                    continue
-                if self._small(rf):  # else the handle alone is held
-                    held.first_chunk = self._read_first(rf)
+        if not (first.claimed or first.pending.done()):
+            return
+        ready: list[Held] = []
+        with self._reads_lock:
+            with self._lock:
+                unread = self._unread
+                while unread and (unread[0].claimed or unread[0].pending.done()):
+                    held = unread.popleft()
+                    if not held.claimed:
+                        held.claimed = True
+                        ready.append(held)
+            if not ready:
+                return
+            with self.session.batched():
+                for held in ready:
+                    try:
+                        rf = held.pending.file()
+                    except Exception:  # noqa: BLE001 - take() opens it as usual
+                        continue
+                    if self._small(rf):  # else the handle alone is held
+                        held.first_chunk = self._read_first(rf)
 
     def _small(self, rf: RemoteFile) -> bool:
         """A regular file with something to read, up to max_size, by the attributes read

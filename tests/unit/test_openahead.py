@@ -7,6 +7,7 @@ step of the test, not a race.
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -353,3 +354,33 @@ def test_an_old_listing_fetched_ahead_is_fetched_again_for_the_files_to_come() -
     visit(oa, "/d/f00")
     visit(oa, "/d/f01")
     assert young == [] and len(session.lstat_skipped) == 8
+
+
+def test_a_take_while_its_read_is_being_sent_gets_that_read() -> None:
+    """Another thread claimed the file's first READ and is sending it: take() waits for
+    it rather than come back without it (the kernel's read would then send a second)."""
+    oa, session = holding_f2_f3()
+    session.answer("/d/f2")
+    session.answer("/d/f3")
+    gate, entered = threading.Event(), threading.Event()
+    real = session.read_async
+
+    def slow(rf: RemoteFile, offset: int, length: int) -> Future:
+        entered.set()
+        assert gate.wait(5)
+        return real(rf, offset, length)
+
+    session.read_async = slow  # type: ignore[method-assign]
+    sender = threading.Thread(target=oa.opened, args=("/d/f1",))  # sends f2's, f3's
+    sender.start()
+    assert entered.wait(5)
+    taken: list[Any] = []
+    taker = threading.Thread(target=lambda: taken.append(oa.take("/d/f2")))
+    taker.start()
+    time.sleep(0.2)
+    assert taken == []  # waiting for the READ on its way
+    gate.set()
+    sender.join(5)
+    taker.join(5)
+    assert taken and taken[0] is not None and taken[0][1] is not None
+    assert [path for path, _ in session.reads].count("/d/f2") == 1
