@@ -292,6 +292,23 @@ class MetadataCache:
                 return listed
         return self._attrs.get(path)
 
+    def guessed(self, path: str) -> bool:
+        """The listing held of `path` was fetched ahead of need (see _guessed)."""
+        with self._lock:
+            return bool(self._guessed.get(path))
+
+    def listed_attrs(self, path: str) -> tuple[Attrs, float] | None:
+        """(the attributes of `path` its directory's listing carried, seconds since that
+        listing was asked for), while they are what attrs() answers; else None. What a
+        close-to-open check may go by when the listing is young enough (openahead)."""
+        with self._lock:
+            listing, name = self._parent_listing(path)
+            if listing is None:
+                return None
+            age = self.clock() - listing.read_at
+            listed = listing.attrs.get(name) if age <= self.config.stat_ttl else None
+            return None if listed is None else (listed, age)
+
     def is_missing(self, path: str) -> bool:
         with self._lock:
             since = self._negative.get(path)
@@ -522,15 +539,25 @@ class MetadataCache:
             self._changed_locked(parent_of(path))
 
     def renamed(self, old: str, new: str) -> None:
-        """Both sides of a rename, and everything below a renamed directory."""
+        """Both sides of a rename, and everything below a renamed directory (not for a
+        known non-directory: nothing is below it, nor below what it can replace; the walk
+        through every cached path costs ~30 ms with a full cache, on the caller's path,
+        and git renames its index into place at the end of each status)."""
         with self._lock:
             self._epoch_all += 1  # whole subtrees moved
+            known = self._attrs_locked(old)
+            mode = None if known is None else known.mode
+            if mode is None:  # (a name created here is in its directory's listing)
+                listing, name = self._parent_listing(old)
+                mode = None if listing is None else listing.modes.get(name)
+            subtree = not mode or stat.S_ISDIR(mode)
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change):
                 slot.drop(old)
                 slot.drop(new)
-                slot.drop_under(old)
-                slot.drop_under(new)
+                if subtree:
+                    slot.drop_under(old)
+                    slot.drop_under(new)
             for parent in {parent_of(old), parent_of(new)}:
                 self._dirs.drop(parent)
                 self._changed_locked(parent)

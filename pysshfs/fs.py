@@ -243,7 +243,9 @@ class SSHFS(Operations):
                 max_entries=max(100, cache.config.max_size // 2))
         self.open_ahead: OpenAhead | None = None
         if opts.open_ahead and cache.listings_enabled():
-            self.open_ahead = OpenAhead(session, cache, self.chunk_read)
+            self.open_ahead = OpenAhead(
+                session, cache, self.chunk_read,
+                relist=None if self.prefetch is None else self._relist)
         if opts.debug:
             self._trace_calls()
 
@@ -532,6 +534,11 @@ class SSHFS(Operations):
             return None
         base = "" if path == "/" else path
         return [f"{base}/{name}" for name, mode, _ in entries if stat.S_ISDIR(mode)]
+
+    def _relist(self, path: str) -> None:
+        """Open-ahead wants a younger listing of `path` (OpenAhead._relist)."""
+        if self.prefetch is not None:
+            self.prefetch.start(path, refresh=True)
 
     def _wait_prefetch(self, pending: Any) -> None:
         try:
@@ -882,8 +889,8 @@ class SSHFS(Operations):
                 taken = None
             if taken is not None:
                 rf = taken[0]
-                if rf.attrs_at_open is not None:  # read when it was opened ahead
-                    self._check_on_open(path, rf.attrs_at_open)
+                if rf.attrs_at_open is not None:  # read when it was opened ahead, or listed
+                    self._check_on_open(path, rf.attrs_at_open, learn=not taken[2])
                 fh = self._register(path, rf, flags)
                 if taken[1] is not None:
                     self._files[fh].adopt_first_chunk(taken[1])
@@ -914,11 +921,14 @@ class SSHFS(Operations):
                 self.open_ahead.opened(path)
         return fh
 
-    def _check_on_open(self, path: str, fresh: Attrs) -> bool:
-        """Close-to-open: True when the file may differ from what the kernel holds."""
+    def _check_on_open(self, path: str, fresh: Attrs, *, learn: bool = True) -> bool:
+        """Close-to-open: True when the file may differ from what the kernel holds.
+        `learn`: cache `fresh` (not when they are a listing's, cached already: learned
+        anew they would outlive the listing's cache_timeout)."""
         if fresh.mode is not None and not stat.S_ISREG(fresh.mode):
             return True
-        self.cache.learned_attrs(path, fresh)
+        if learn:
+            self.cache.learned_attrs(path, fresh)
         saw = self._kernel_saw.get(path)
         try:
             st = self._stat_of(path, fresh)  # what the kernel is told from now on

@@ -7,11 +7,16 @@ a row (neighbours in listing or in name order), the next few small files in that
 opened ahead: their OPENs, each with the LSTAT of the close-to-open check behind it, go
 out together in one write: from the open() that showed the pattern, then, as the
 program takes files opened ahead, at their release (after its close(2) has returned:
-off its critical path); the
+off its critical path): at the release of the one by which about half of them will have
+been taken (each top-up marks it), the others' releases skip the look; the
 READ of each one's first chunk goes out (again several in one write) from a later
 open() once its handle has come. An open() of one of them then takes the handle and the
 data already on their way, and a lookup of one whose kernel entry expired meanwhile is
-answered by the attributes read with its OPEN.
+answered by the attributes read with its OPEN. When the file's attributes come from a
+listing of its directory asked for less than `hold_for - LISTED_MARGIN` seconds before,
+no LSTAT goes out: the close-to-open check goes by the listing's attributes, held as long
+as they are at most `hold_for` old (git status after its lstat pass: a request and a reply
+less a file).
 
 No thread sends, nothing waits: replies are looked at (`done()`) by the FUSE threads
 that call in, never handled in the reply thread (which must not send). The window is
@@ -30,14 +35,18 @@ for a bigger one), `ahead` per top-up, `max_held` at once (the oldest closed to 
 room), each held for at most `hold_for` seconds (then closed unwaited), dropped when its
 directory changed through the mount (cache epochs); nothing without a fresh listing or in
 directories of more than MAX_DIR entries, nothing with cache=no. A held file shows its
-content and attributes as of when it was opened ahead, at most `hold_for` seconds before
-the open() or lookup: well inside the cache_timeout promise.
+content as of when it was opened ahead and its attributes as of then or of its listing,
+at most `hold_for` seconds before the open() or lookup: well inside the cache_timeout
+promise.
 
 THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `released`,
 `attrs`) and at unmount (`close`); `openahead-expiry` closes what was held too long when
 no open() comes to do it (it sleeps while nothing is held). `_lock` guards `_held`,
-`_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_recent`,
-`_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while sending.
+`_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_triggers`,
+`_recent`, `_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while
+sending. `_reads_lock` is held by _send_reads while it claims and sends first READs (taken
+before `_lock`, never the other way round), and briefly by a take() that found its file
+claimed and its READ not yet there.
 `attrs` reads `_held` with one dict lookup, atomic under the GIL.
 """
 
@@ -48,8 +57,10 @@ import stat
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.remote import PendingOpen, RemoteFile, RemoteFS
@@ -62,6 +73,12 @@ log = logging.getLogger(__name__)
 _Order = tuple[list[tuple[str, int, str]], dict[str, int]]
 _FILE, _DIR, _OTHER = 0, 1, 2  # kinds of entries
 MAX_DIR = 2000  # entries of a directory past which nothing is opened ahead (cost per open)
+# A listing younger than hold_for minus this serves a file's close-to-open check instead
+# of an LSTAT (the margin: time for the program to come to the file).
+LISTED_MARGIN = 0.25
+# Files of a directory still to come past which a listing older than that is fetched
+# again (one listing, where its files would take one LSTAT each): see _relist.
+RELIST_MIN = 16
 
 
 @dataclass
@@ -71,6 +88,7 @@ class Held:
     opened_at: float
     epoch: tuple[int, int]
     pending: PendingOpen
+    checked_at: float  # when its attributes were read: with the OPEN, or its listing
     walk: bool  # guessed by name order across directories (see _next_files)
     first_chunk: Future | None = None
     claimed: bool = False  # its first READ is being (or was) sent: by one thread only
@@ -81,8 +99,11 @@ class OpenAhead:
 
     def __init__(self, session: RemoteFS, cache: MetadataCache, chunk: int, *,
                  ahead: int = 8, max_held: int = 128, max_size: int = 256 * 1024,
-                 hold_for: float = 2.0) -> None:
+                 hold_for: float = 2.0, relist: Callable[[str], Any] | None = None) -> None:
+        """`relist(directory)`: fetch that directory's listing again, in the background
+        (see _relist)."""
         self.session = session
+        self.relist = relist
         self.cache = cache
         self.chunk = chunk
         self.ahead = ahead
@@ -90,6 +111,7 @@ class OpenAhead:
         self.max_size = max_size
         self.hold_for = hold_for
         self._lock = threading.Lock()
+        self._reads_lock = threading.Lock()  # held while first READs are claimed and sent
         self._held: OrderedDict[str, Held] = OrderedDict()  # oldest first
         self._unread: deque[Held] = deque()  # held, first READ not sent yet, oldest first
         self._to_close: list[PendingOpen] = []  # expired before their handle came
@@ -98,6 +120,8 @@ class OpenAhead:
             OrderedDict()
         self._last_hit: tuple[str, bool] | None = None  # (path, walk) last taken
         self._due: dict[str, bool] = {}  # opened ahead -> walk: top up at its release
+        # the files whose release tops up next (one per window: see _top_up)
+        self._triggers: dict[str, bool] = {}
         self._recent: dict[str, None] = {}  # the last files opened, oldest first
         self._starting: set[str] = set()  # in a top-up being sent
         self._closed = False
@@ -106,8 +130,9 @@ class OpenAhead:
         self._janitor_idle = False  # it waits for something to be held (else: a timeout)
 
     # --- what fs asks ---------------------------------------------------------------------
-    def take(self, path: str) -> tuple[RemoteFile, Future | None] | None:
-        """(RemoteFile, first-chunk Future) opened ahead for `path`, or None."""
+    def take(self, path: str) -> tuple[RemoteFile, Future | None, bool] | None:
+        """(RemoteFile, first-chunk Future, whether its attributes at open are its
+        listing's, already in the cache) opened ahead for `path`, or None."""
         with self._lock:
             held = self._held.pop(path, None)
             if held is None:
@@ -116,7 +141,7 @@ class OpenAhead:
             mine = not held.claimed
             held.claimed = True
             self._last_hit = (path, held.walk)  # a guess that came true: go on from there
-        fresh = time.monotonic() - held.opened_at <= self.hold_for and \
+        fresh = time.monotonic() - held.checked_at <= self.hold_for and \
             held.epoch == self.cache.epoch(parent_of(path))
         try:
             rf = held.pending.file(timeout=self.session.io_timeout or None)
@@ -128,7 +153,10 @@ class OpenAhead:
         if mine and self._small(rf):
             # its READ was not sent yet: now, so it races the kernel's first read
             held.first_chunk = self._read_first(rf)
-        return rf, held.first_chunk
+        elif not mine and held.first_chunk is None:
+            with self._reads_lock:  # _send_reads may be sending it: wait for that
+                pass
+        return rf, held.first_chunk, held.pending.listed
 
     def attrs(self, path: str) -> Attrs | None:
         """The attributes read with the OPEN of `path` if it is held, they have come and
@@ -136,7 +164,7 @@ class OpenAhead:
         held = self._held.get(path)
         if held is None or not held.pending.attrs.done() \
                 or held.pending.attrs.exception() is not None \
-                or time.monotonic() - held.opened_at > self.hold_for \
+                or time.monotonic() - held.checked_at > self.hold_for \
                 or held.epoch != self.cache.epoch(parent_of(path)):
             return None
         attrs: Attrs = held.pending.attrs.result()
@@ -159,7 +187,7 @@ class OpenAhead:
             hit, self._last_hit = self._last_hit, None
             self._opened_now(path)
             ahead_of_it = hit is not None and hit[0] == path
-            if ahead_of_it:
+            if ahead_of_it and self._triggers.pop(path, False):
                 assert hit is not None
                 self._due[path] = hit[1]
                 if len(self._due) > 1024:  # opened and never released: forget the oldest
@@ -204,6 +232,13 @@ class OpenAhead:
         with self._lock:  # the program may have opened the next ones meanwhile
             window = [p for p in window if p not in self._recent]
             missing = [p for p in window if p not in self._held]
+            if window:
+                # The next look is at the release of the file by which about half the
+                # window will be missing (or its last one): the releases before it would
+                # find too few missing, and skip this work.
+                self._triggers[window[min(len(window), self.ahead // 2) - 1]] = True
+                if len(self._triggers) > 1024:
+                    del self._triggers[next(iter(self._triggers))]
         if not window:
             return
         # top up several at a time (one write), or at once when the next one is missing
@@ -308,27 +343,75 @@ class OpenAhead:
             return
         now = time.monotonic()
         leftover: list[PendingOpen] = []
+        # the directories' change counts before their listings are looked at: a change
+        # through the mount meanwhile drops what is held (a listing older than it)
+        epochs: dict[str, tuple[int, int]] = {}
+        for path in paths:
+            parent = parent_of(path)
+            if parent not in epochs:
+                epochs[parent] = self.cache.epoch(parent)
+        known, checked, stale = self._listed(paths, now)
         # held before the write goes out: an open() meanwhile takes them and waits
         try:
             with self.session.batched():
                 sent = self.session.open_ahead(
-                    [self.session.remote_path(p) for p in paths], SSH_FXF_READ)
-                self._hold(paths, sent, now, walk, leftover)
+                    [self.session.remote_path(p) for p in paths], SSH_FXF_READ, known)
+                self._hold(paths, sent, now, checked, epochs, walk, leftover)
         finally:
             with self._lock:
                 self._starting.difference_update(paths)
         for pending in leftover:
             self._close_pending(pending)
+        if stale and self.relist is not None:
+            self._relist(stale)
 
-    def _hold(self, paths: list[str], sent: list[PendingOpen], now: float, walk: bool,
+    def _listed(self, paths: list[str], now: float) -> tuple[
+            list[Attrs | None], list[float], dict[str, str]]:
+        """For each of `paths`: the attributes its listing carried if that listing is
+        young enough to serve the close-to-open check (else None: an LSTAT goes with the
+        OPEN), and when they were read; and the directories of the others, each with
+        the last of them there."""
+        known: list[Attrs | None] = []
+        checked: list[float] = []
+        stale: dict[str, str] = {}
+        young = self.hold_for - LISTED_MARGIN
+        for path in paths:
+            listed = self.cache.listed_attrs(path)
+            if listed is not None and listed[1] <= young:
+                known.append(listed[0])
+                checked.append(now - listed[1])
+            else:
+                known.append(None)
+                checked.append(now)
+                stale[parent_of(path)] = path.rsplit("/", 1)[1]
+        return known, checked, stale
+
+    def _relist(self, stale: dict[str, str]) -> None:
+        """Fetch again the listing of each directory whose files were just opened with an
+        LSTAT each, when more than RELIST_MIN entries come after the last of them: once
+        young, that one listing spares the LSTATs of the files that follow (git status
+        reads the files long after its lstat pass fetched the listings). Only listings
+        fetched ahead: one the kernel read answers for names missing too, a fetched one
+        does not (MetadataCache.guessed), so it must not be replaced by one."""
+        assert self.relist is not None
+        for parent, name in stale.items():
+            orders = self._orders_of(parent)
+            at = None if orders is None else orders[1][1].get(name)
+            if orders is None or at is None or len(orders[1][0]) - at <= RELIST_MIN \
+                    or not self.cache.guessed(parent):
+                continue
+            self.relist(parent)
+
+    def _hold(self, paths: list[str], sent: list[PendingOpen], now: float,
+              checked: list[float], epochs: dict[str, tuple[int, int]], walk: bool,
               leftover: list[PendingOpen]) -> None:
         with self._lock:
             self._starting.difference_update(paths)  # now in _held (or not wanted)
-            for path, pending in zip(paths, sent, strict=False):
+            for path, pending, at in zip(paths, sent, checked, strict=False):
                 if self._closed or path in self._held or path in self._recent:
                     leftover.append(pending)  # another thread, or the program, was quicker
                     continue
-                held = Held(now, self.cache.epoch(parent_of(path)), pending, walk)
+                held = Held(now, epochs[parent_of(path)], pending, at, walk)
                 self._held[path] = held
                 self._unread.append(held)
             if self._janitor_idle:
@@ -339,26 +422,34 @@ class OpenAhead:
                 self._janitor.start()
 
     def _send_reads(self) -> None:
-        """The first READ of every held file whose handle has come, in one write."""
-        ready: list[Held] = []
-        with self._lock:
-            unread = self._unread
-            # the LSTAT's reply comes after the OPEN's: both are in once it is
-            while unread and (unread[0].claimed or unread[0].pending.attrs.done()):
-                held = unread.popleft()
-                if not held.claimed:
-                    held.claimed = True
-                    ready.append(held)
-        if not ready:
+        """The first READ of every held file whose handle has come, in one write. Claimed
+        and sent under `_reads_lock`, so a take() of one of them meanwhile waits for its
+        READ instead of finding none and leaving the kernel's read to send a second."""
+        try:
+            first = self._unread[0]  # (a look without the locks: nothing to do, mostly)
+        except IndexError:
             return
-        with self.session.batched():
-            for held in ready:
-                try:
-                    rf = held.pending.file()
-                except Exception:  # noqa: BLE001 - take() opens it as usual
-                    continue
-                if self._small(rf):  # else the handle alone is held
-                    held.first_chunk = self._read_first(rf)
+        if not (first.claimed or first.pending.done()):
+            return
+        ready: list[Held] = []
+        with self._reads_lock:
+            with self._lock:
+                unread = self._unread
+                while unread and (unread[0].claimed or unread[0].pending.done()):
+                    held = unread.popleft()
+                    if not held.claimed:
+                        held.claimed = True
+                        ready.append(held)
+            if not ready:
+                return
+            with self.session.batched():
+                for held in ready:
+                    try:
+                        rf = held.pending.file()
+                    except Exception:  # noqa: BLE001 - take() opens it as usual
+                        continue
+                    if self._small(rf):  # else the handle alone is held
+                        held.first_chunk = self._read_first(rf)
 
     def _small(self, rf: RemoteFile) -> bool:
         """A regular file with something to read, up to max_size, by the attributes read

@@ -99,11 +99,11 @@ class ListingPrefetcher:
     def finish(self, path: str, fut: Future) -> None:
         self._finish(path, fut, None)
 
-    def start(self, path: str, depth: int = 0) -> Future | None:
-        """List `path` in the background (no-op when on the wire, fresh in the cache,
-        queued full, or known to be too big; one already queued goes back on top); the
-        Future resolves once its listing is in the cache."""
-        if self._is_fresh(path):
+    def start(self, path: str, depth: int = 0, *, refresh: bool = False) -> Future | None:
+        """List `path` in the background (no-op when on the wire, fresh in the cache
+        unless `refresh`, queued full, or known to be too big; one already queued goes
+        back on top); the Future resolves once its listing is in the cache."""
+        if not refresh and self._is_fresh(path):
             return None
         with self._lock:
             if self._closed:

@@ -40,21 +40,34 @@ class RemoteFile:
 @dataclass
 class PendingOpen:
     """A file being opened ahead of need: the replies to its OPEN (the handle) and to the
-    LSTAT sent right behind it (its attributes then: the close-to-open check)."""
+    LSTAT sent right behind it (its attributes then: the close-to-open check), or, when
+    a young listing already held them, those attributes (no LSTAT: `listed`)."""
 
     path: bytes
     pflags: int
     generation: int  # the connection it was sent on
     handle: Future  # Future[bytes]
     attrs: Future  # Future[Attrs]
+    listed: bool = False  # attrs are the listing's, not read with the OPEN
+    # the RemoteFile once made: the one its first READ went on is the one open() takes
+    made: RemoteFile | None = field(default=None, init=False, repr=False, compare=False)
+
+    def done(self) -> bool:
+        """The replies it waits for have all come."""
+        return self.handle.done() and self.attrs.done()
 
     def file(self, timeout: float | None = None) -> RemoteFile:
-        """The open file, once its handle came (raises what the OPEN got)."""
+        """The open file, once its handle came (raises what the OPEN got); made once
+        (two threads at once may each make one: same handle)."""
+        made = self.made
+        if made is not None:
+            return made
         handle = self.handle.result(timeout)
         attrs = self.attrs.result(timeout) if self.attrs.exception(timeout) is None \
             else None
-        return RemoteFile(self.path, self.pflags, handle, self.generation,
-                          attrs_at_open=attrs)
+        self.made = RemoteFile(self.path, self.pflags, handle, self.generation,
+                               attrs_at_open=attrs)
+        return self.made
 
 
 class RemoteFS(Protocol):
@@ -99,7 +112,8 @@ class RemoteFS(Protocol):
     # --- open files ---
     def open(self, path: bytes, pflags: int, attrs: Attrs | None = None, *,
              read_back: bool = False, follow: bool = False) -> RemoteFile: ...
-    def open_ahead(self, paths: Sequence[bytes], pflags: int) -> list[PendingOpen]: ...
+    def open_ahead(self, paths: Sequence[bytes], pflags: int,
+                   known: Sequence[Attrs | None] | None = None) -> list[PendingOpen]: ...
     def batched(self) -> AbstractContextManager[None]: ...
     def read(self, rf: RemoteFile, offset: int, length: int) -> bytes: ...
     def write(self, rf: RemoteFile, offset: int, data: Any) -> None: ...

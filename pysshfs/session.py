@@ -81,6 +81,7 @@ from pysshfs.sftp.codec import (
 )
 from pysshfs.sftp.errors import LOST
 from pysshfs.sftp.refine import failure_cause
+from pysshfs.sftp.reply import Reply
 from pysshfs.ssh.pushchannel import PushStream
 from pysshfs.ssh.request import ConnectRequest
 from pysshfs.stats import SessionStats
@@ -746,18 +747,29 @@ class Session:
         return self._retried("open", NOT_RETRIED if pflags & SSH_FXF_EXCL else AS_IS_UNTIMED,
                              send)
 
-    def open_ahead(self, paths: Sequence[bytes], pflags: int) -> list[PendingOpen]:
-        """OPEN + LSTAT of each of `paths`, all in one write, not waited for and never
-        sent again: files opened ahead of need (pysshfs.openahead), where one lost or
-        failed only means opening it the usual way. Nothing while not connected."""
+    def open_ahead(self, paths: Sequence[bytes], pflags: int,
+                   known: Sequence[Attrs | None] | None = None) -> list[PendingOpen]:
+        """OPEN + LSTAT of each of `paths` (the OPEN alone where `known` holds its
+        attributes already), all in one write, not waited for and never sent again: files
+        opened ahead of need (pysshfs.openahead), where one lost or failed only means
+        opening it the usual way. Nothing while not connected."""
         with self._cond:
             client, generation = self.sftp, self.generation
             if self._state != CONNECTED or client is None or client.closed:
                 return []
+        sent = []
         with self._together(client):  # lost as it goes out: the futures fail
-            return [PendingOpen(path, pflags, generation,
-                                *client.open_and_lstat_async(path, pflags))
-                    for path in paths]
+            for i, path in enumerate(paths):
+                attrs = None if known is None else known[i]
+                if attrs is None:
+                    sent.append(PendingOpen(path, pflags, generation,
+                                            *client.open_and_lstat_async(path, pflags)))
+                    continue
+                listed = Reply()  # (no Condition to make)
+                listed.set_result(attrs)
+                sent.append(PendingOpen(path, pflags, generation,
+                                        client.open_async(path, pflags), listed, True))
+            return sent
         return []  # lost before: nothing sent
 
     def batched(self) -> AbstractContextManager[Any]:

@@ -868,6 +868,11 @@ class SFTPClient:
         """Open with SSH_FXF_* flags; the server's handle."""
         return self._open_wait(self._open_async(path, pflags, attrs), path, pflags, timeout)
 
+    def open_async(self, path: bytes, pflags: int) -> Future:
+        """OPEN sent without waiting: the Future of the handle (errno not refined, as
+        open_and_lstat_async)."""
+        return self._open_async(path, pflags, None)
+
     def _open_async(self, path: bytes, pflags: int, attrs: Attrs | None) -> Future:
         return self._send(SSH_FXP_OPEN, [string(path), u32(pflags), encode_attrs(attrs)],
                           _expect_handle, "OPEN", path,

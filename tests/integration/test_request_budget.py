@@ -188,6 +188,58 @@ def test_open_read_close_of_a_small_file(counted: tuple[Mount, RequestLog]) -> N
     assert "flush('/d/f1'" not in calls, calls[-2000:]
 
 
+def test_files_read_in_turn_are_opened_ahead_without_lstat_while_listed(
+        counted: tuple[Mount, RequestLog]) -> None:
+    """The next files of a directory read in turn (cp -r, git status) are opened ahead,
+    OPEN and READ each; while the directory's listing is younger than the open-ahead's
+    staleness bound (2 s, less a margin) its attributes serve the close-to-open check:
+    no LSTAT. With an older listing each OPEN has its LSTAT behind it again."""
+    m, log = counted
+    for d in ("young", "old"):
+        (m.root / d).mkdir()
+        for i in range(10):  # f02..f09: one top-up, all opened in open(f01)
+            (m.root / d / f"f{i:02d}").write_bytes(d.encode() * (10 + i))
+    listed = time.monotonic()
+    for d in ("young", "old"):
+        os.listdir(m.mnt / d)
+    log.mark()
+    for i in range(10):
+        assert (m.mnt / "young" / f"f{i:02d}").read_bytes() == b"young" * (10 + i)
+    assert time.monotonic() - listed < 1.5, "too slow to tell"
+    ops = log.settle("CLOSE", 10)
+    assert ops["OPEN"] == 10 and ops["READ"] == 10, ops
+    assert ops["LSTAT"] == 2, ops  # f00 and f01's, opened before the order showed
+    time.sleep(max(0.0, listed + 2.1 - time.monotonic()))
+    log.mark()
+    for i in range(10):
+        assert (m.mnt / "old" / f"f{i:02d}").read_bytes() == b"old" * (10 + i)
+    ops = log.settle("CLOSE", 10)
+    assert ops["OPEN"] == 10 and ops["READ"] == 10, ops
+    assert ops["LSTAT"] == 10, ops
+
+
+def test_an_old_listing_fetched_ahead_is_fetched_again_for_files_read_in_turn(
+        counted: tuple[Mount, RequestLog]) -> None:
+    """git status reads its files long after its lstat pass fetched their listings: once
+    files are opened ahead with an LSTAT each for a listing fetched ahead 1.75 s before or
+    more, with more than 16 entries to come, that listing is fetched again once, and the
+    files after it need no LSTAT."""
+    m, log = counted
+    (m.root / "d").mkdir()
+    for i in range(40):
+        (m.root / "d" / f"f{i:02d}").write_bytes(b"z" * (10 + i))
+    assert os.stat(m.mnt / "d" / "f00").st_size == 10  # lists d ahead, in the background
+    assert wait_for(lambda: log.since_mark()["CLOSE"] >= 1, 10)
+    time.sleep(2.1)
+    log.mark()
+    for i in range(40):
+        assert (m.mnt / "d" / f"f{i:02d}").read_bytes() == b"z" * (10 + i)
+    ops = log.settle("CLOSE", 40)
+    assert ops["OPEN"] == 40, ops
+    assert ops["OPENDIR"] == 1, ops
+    assert ops["LSTAT"] <= 20, ops  # without it: 40
+
+
 def test_create_write_close(counted: tuple[Mount, RequestLog]) -> None:
     """OPEN with the new attributes read back (one round trip), WRITE, CLOSE."""
     m, log = counted

@@ -97,6 +97,26 @@ def test_renamed_directory_forgets_everything_below_both_sides() -> None:
     assert c.attrs("/ab").size == 5
 
 
+def test_renamed_file_does_not_walk_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A known regular file has nothing below it (git renames its index into place at
+    the end of each status: the walk through every cached path cost ~30 ms); a path of
+    unknown kind still has its subtree dropped."""
+    c = make()
+    walked: list[str] = []
+    monkeypatch.setattr(_Slot, "drop_under", lambda self, prefix: walked.append(prefix))
+    c.learned_attrs("/d/index.lock", Attrs(mode=0o100644, size=3))
+    c.learned_attrs("/d/index", Attrs(mode=0o100644, size=2))
+    c.renamed("/d/index.lock", "/d/index")
+    assert walked == []
+    assert c.attrs("/d/index") is None and c.is_missing("/d/index.lock")
+    c.learned_listing("/e", [])
+    c.created("/e/made", 0o100644)  # its kind known from the listing alone
+    c.renamed("/e/made", "/e/moved")
+    assert walked == []
+    c.renamed("/d/unknown", "/d/other")
+    assert walked and set(walked) == {"/d/unknown", "/d/other"}
+
+
 def test_changed_keeps_listing() -> None:
     c = make()
     c.learned_listing("/", [("f", Attrs(size=1))])

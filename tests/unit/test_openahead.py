@@ -7,14 +7,19 @@ step of the test, not a race.
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from pysshfs import openahead
 from pysshfs.cache import CacheConfig, MetadataCache
-from pysshfs.openahead import OpenAhead
+from pysshfs.openahead import LISTED_MARGIN, OpenAhead
 from pysshfs.remote import PendingOpen, RemoteFile
 from pysshfs.sftp.codec import Attrs
 
@@ -32,16 +37,24 @@ class RecordingSession:
         self.pending: dict[str, PendingOpen] = {}
         self.reads: list[tuple[str, bool]] = []  # (path, sent inside batched())
         self.closed: list[str] = []
+        self.lstat_skipped: list[str] = []  # opened with the listing's attributes
         self._batching = False
 
     def remote_path(self, path: str) -> bytes:
         return path.encode()
 
-    def open_ahead(self, paths: list[bytes], pflags: int) -> list[PendingOpen]:
+    def open_ahead(self, paths: list[bytes], pflags: int,
+                   known: list[Attrs | None] | None = None) -> list[PendingOpen]:
         self.open_batches.append([p.decode() for p in paths])
         sent = []
-        for p in paths:
-            pending = PendingOpen(p, pflags, 1, Future(), Future())
+        for i, p in enumerate(paths):
+            attrs: Future = Future()
+            listed = known is not None and known[i] is not None
+            if listed:  # no LSTAT: the listing's attributes
+                assert known is not None
+                attrs.set_result(known[i])
+                self.lstat_skipped.append(p.decode())
+            pending = PendingOpen(p, pflags, 1, Future(), attrs, listed)
             self.pending[p.decode()] = pending
             sent.append(pending)
         return sent
@@ -49,7 +62,8 @@ class RecordingSession:
     def answer(self, path: str, attrs: Attrs = FILE) -> None:
         """The server's replies to the OPEN and LSTAT of `path` came."""
         self.pending[path].handle.set_result(b"h:" + path.encode())
-        self.pending[path].attrs.set_result(attrs)
+        if not self.pending[path].attrs.done():  # (no LSTAT when its listing served)
+            self.pending[path].attrs.set_result(attrs)
 
     @contextmanager
     def batched(self) -> Iterator[None]:
@@ -69,11 +83,26 @@ class RecordingSession:
         self.closed.append(rf.path.decode())
 
 
-def make(listings: dict[str, list[tuple[str, Attrs]]], **kw: Any) -> tuple[
-        OpenAhead, RecordingSession, MetadataCache]:
-    cache = MetadataCache(CacheConfig())
+class Clock:
+    """The cache's clock, moved by the tests."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(listings: dict[str, list[tuple[str, Attrs]]], *, listed_ago: float = 5.0,
+         guessed: bool = False,
+         **kw: Any) -> tuple[OpenAhead, RecordingSession, MetadataCache]:
+    """An OpenAhead on `listings`, read `listed_ago` seconds ago (by default too long ago
+    for them to serve the close-to-open check: each OPEN has its LSTAT behind it)."""
+    clock = Clock()
+    cache = MetadataCache(CacheConfig(), clock=clock)
     for path, entries in listings.items():
-        cache.learned_listing(path, entries)
+        cache.learned_listing(path, entries, guessed=guessed)
+    clock.now += listed_ago
     session = RecordingSession()
     return OpenAhead(session, cache, 256 * 1024, **kw), session, cache  # type: ignore[arg-type]
 
@@ -107,7 +136,8 @@ def test_two_neighbours_open_the_next_files_in_one_write_and_read_them_later() -
     assert session.reads == [("/d/f2", True), ("/d/f3", True)]
     taken = oa.take("/d/f2")
     assert taken is not None
-    rf, chunk = taken
+    rf, chunk, listed = taken
+    assert not listed  # its attributes were read with the OPEN
     assert rf.handle == b"h:/d/f2" and rf.attrs_at_open == FILE
     assert chunk is not None and chunk.result() == b"x" * 100
 
@@ -177,6 +207,7 @@ def test_a_file_found_big_by_its_lstat_gets_no_read() -> None:
     oa, session, cache = make({"/d": [(f"f{i}", FILE) for i in range(4)]}, ahead=2)
     cache.clear()  # sizes unknown: only the listing's order is kept below
     cache.learned_listing("/d", [(f"f{i}", FILE) for i in range(4)])
+    cache.clock.now += 5.0  # type: ignore[attr-defined]  # too old to vouch for sizes
     visit(oa, "/d/f0")
     visit(oa, "/d/f1")
     session.answer("/d/f2", Attrs(mode=stat.S_IFREG | 0o644, size=10 << 20))
@@ -228,3 +259,128 @@ def test_held_files_are_closed_in_time_without_another_open() -> None:
         time.sleep(0.05)
     oa.close()
     assert sorted(session.closed) == ["/d/f2", "/d/f3"]
+
+
+def test_a_young_listing_serves_the_check_and_no_lstat_goes_out() -> None:
+    """Listed less than hold_for - LISTED_MARGIN ago: the OPENs go alone, the check at
+    open() goes by the listing's attributes, and the READs go out once the handles came."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2,
+                          listed_ago=0.5)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    assert session.open_batches == [["/d/f2", "/d/f3"]]
+    assert session.lstat_skipped == ["/d/f2", "/d/f3"]
+    visit(oa, "/d/f1")
+    assert session.reads == []  # the attributes are there, the handles not yet
+    session.answer("/d/f2", Attrs(mode=stat.S_IFREG | 0o644, size=999))  # (no LSTAT)
+    visit(oa, "/d/f1")
+    assert session.reads == [("/d/f2", True)]
+    taken = oa.take("/d/f2")
+    assert taken is not None
+    rf, _, listed = taken
+    assert listed and rf.attrs_at_open == FILE
+
+
+def test_a_listing_near_the_staleness_bound_leaves_the_lstat() -> None:
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2,
+                          listed_ago=2.0 - LISTED_MARGIN + 0.01)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    assert session.open_batches == [["/d/f2", "/d/f3"]]
+    assert session.lstat_skipped == []
+
+
+def test_a_held_file_is_not_served_once_its_listing_is_too_old(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its handle is young, but the attributes its check would go by are older than
+    hold_for: closed, not served (the open() opens it as usual)."""
+    now = [1000.0]
+    monkeypatch.setattr(openahead, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(5)]}, ahead=2,
+                          listed_ago=0.7, hold_for=1.0)
+    visit(oa, "/d/f0")
+    visit(oa, "/d/f1")
+    assert session.lstat_skipped == ["/d/f2", "/d/f3"]
+    session.answer("/d/f2")
+    now[0] += 0.29
+    assert oa.attrs("/d/f2") == FILE
+    now[0] += 0.02  # the handle 0.31 s old, the listing's attributes 1.01 s
+    assert oa.attrs("/d/f2") is None
+    assert oa.take("/d/f2") is None
+    assert session.closed == ["/d/f2"]
+
+
+def test_only_the_release_marked_by_the_last_top_up_looks_again() -> None:
+    """A top-up marks the file by whose release about half the window will be taken:
+    the releases before it skip the look (it would find too few missing)."""
+    oa, session, _ = make({"/d": [(f"f{i:02d}", FILE) for i in range(12)]}, ahead=4)
+    visit(oa, "/d/f00")
+    oa.opened("/d/f01")  # f02..f05 opened ahead, f03 marked
+    oa.released("/d/f01")
+    looked: list[str] = []
+    real = oa._top_up
+
+    def spy(path: str, previous: str | None, walk: bool) -> None:
+        looked.append(path)
+        real(path, previous, walk)
+
+    oa._top_up = spy  # type: ignore[method-assign]
+    for name in ("/d/f02", "/d/f03", "/d/f04", "/d/f05"):
+        session.answer(name)
+        assert oa.take(name) is not None
+        visit(oa, name)
+    assert looked == ["/d/f03", "/d/f05"]
+    assert session.open_batches == [["/d/f02", "/d/f03", "/d/f04", "/d/f05"],
+                                    ["/d/f06", "/d/f07"], ["/d/f08", "/d/f09"]]
+
+
+def test_an_old_listing_fetched_ahead_is_fetched_again_for_the_files_to_come() -> None:
+    """Files opened with an LSTAT each because their listing is too old: when that
+    listing was fetched ahead and enough files follow, it is fetched again (the next
+    top-ups then need no LSTAT); never one the kernel read, nor for a few files."""
+    names = [(f"f{i:02d}", FILE) for i in range(30)]
+    for guessed, count, expected in ((True, 30, ["/d"]), (False, 30, []),
+                                     (True, 12, [])):
+        relisted: list[str] = []
+        oa, session, _ = make({"/d": names[:count]}, ahead=8, guessed=guessed,
+                              relist=relisted.append)
+        visit(oa, "/d/f00")
+        visit(oa, "/d/f01")
+        assert session.open_batches and session.lstat_skipped == []
+        assert relisted == expected, (guessed, count)
+    young: list[str] = []
+    oa, session, _ = make({"/d": names}, ahead=8, guessed=True, listed_ago=0.5,
+                          relist=young.append)
+    visit(oa, "/d/f00")
+    visit(oa, "/d/f01")
+    assert young == [] and len(session.lstat_skipped) == 8
+
+
+def test_a_take_while_its_read_is_being_sent_gets_that_read() -> None:
+    """Another thread claimed the file's first READ and is sending it: take() waits for
+    it rather than come back without it (the kernel's read would then send a second)."""
+    oa, session = holding_f2_f3()
+    session.answer("/d/f2")
+    session.answer("/d/f3")
+    gate, entered = threading.Event(), threading.Event()
+    real = session.read_async
+
+    def slow(rf: RemoteFile, offset: int, length: int) -> Future:
+        entered.set()
+        assert gate.wait(5)
+        return real(rf, offset, length)
+
+    session.read_async = slow  # type: ignore[method-assign]
+    sender = threading.Thread(target=oa.opened, args=("/d/f1",))  # sends f2's, f3's
+    sender.start()
+    assert entered.wait(5)
+    taken: list[Any] = []
+    taker = threading.Thread(target=lambda: taken.append(oa.take("/d/f2")))
+    taker.start()
+    time.sleep(0.2)
+    assert taken == []  # waiting for the READ on its way
+    gate.set()
+    sender.join(5)
+    taker.join(5)
+    assert taken and taken[0] is not None and taken[0][1] is not None
+    assert [path for path, _ in session.reads].count("/d/f2") == 1

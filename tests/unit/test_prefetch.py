@@ -86,3 +86,16 @@ def test_close_resolves_what_is_queued(busy: tuple[_Fetches, ListingPrefetcher])
     queued = prefetcher.start("/z")
     prefetcher.close()
     assert queued is not None and queued.result(10) is None
+
+
+def test_a_fresh_listing_is_fetched_again_only_when_asked_to_refresh() -> None:
+    fetches = _Fetches()
+    prefetcher = ListingPrefetcher(fetches, lambda path: True, workers=1)  # all fresh
+    try:
+        assert prefetcher.start("/d") is None
+        again = prefetcher.start("/d", refresh=True)
+        assert again is not None
+        again.result(10)
+        assert fetches.order == ["/d"]
+    finally:
+        prefetcher.close()
