@@ -84,8 +84,10 @@ def test_reader_and_writer_on_one_handle_never_wait_on_each_other(
                 written = npieces * PIECE
                 if npieces % BURST == 0:
                     # A read drains this handle's writes first: a writer that never
-                    # paused would starve it. Bursts let reads and writes interleave.
-                    read_back.wait(0.05)
+                    # paused would starve it. Bursts let reads and writes interleave
+                    # (the wait ends at the next read: up to a second on a busy machine,
+                    # where the writer could otherwise reach MAX_PIECES first).
+                    read_back.wait(1.0)
                     read_back.clear()
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             errors.append(exc)
