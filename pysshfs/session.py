@@ -195,7 +195,6 @@ def _raises_floor(future: Future, rf: RemoteFile, end: int) -> Future:
     return future
 
 
-
 class _Together:
     """Session._together's block (a class, not a generator: see SFTPClient's _Batch)."""
 
@@ -223,6 +222,7 @@ class _Together:
                 return False  # (whatever the block raised goes on)
         self._session._mark_lost(self._client)
         return True
+
 
 class Session:
     """Owns the connection; knows where the mount's root is on the server."""
@@ -1036,12 +1036,10 @@ class Session:
         rf.closed = True
         if rf.bulk_handles:
             with self._cond:
-                live = {lane: (client, serial) for lane, client, serial in self._bulk_lanes()}
-            for lane, (serial, handle) in rf.bulk_handles.items():
-                client, live_serial = live.get(lane, (None, 0))
-                if client is not None and live_serial == serial:
-                    # (its writes were waited for)
-                    self._close_bulk_handle(client, handle)
+                live = [self._bulk_handle(rf, lane) for lane in rf.bulk_handles]
+            for entry in live:
+                if entry is not None:  # (its writes were waited for)
+                    self._close_bulk_handle(*entry)
             rf.bulk_handles = {}
         if rf.generation != self.generation or self._state != CONNECTED:
             return  # its connection is gone, and the handle with it

@@ -670,7 +670,7 @@ class SFTPClient:
         self._last_reply = now
         if log.isEnabledFor(logging.DEBUG):
             log.debug("[%05d] %s %d bytes %.1fms", request_id, PACKET_NAMES.get(ptype, ptype),
-                      len(packet), (time.monotonic() - req.started) * 1000)
+                      len(packet), (now - req.started) * 1000)
         try:
             result = req.parse(ptype, r, req)
         except OSError as exc:
