@@ -36,6 +36,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any
 
+from pysshfs import statpack
 from pysshfs.cache import MetadataCache, parent_of
 from pysshfs.fileio import OpenFile, settle_bulk_writes
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
@@ -132,10 +133,10 @@ def _seconds(ns: int) -> int:
     return ns // 10**9
 
 
-class _Snapshot(Sequence[tuple[str, "dict[str, Any] | None"]]):
+class _Snapshot(Sequence[tuple[str, int, "tuple[int, ...] | None"]]):
     """One open directory's listing for READDIRPLUS, each entry's stat made when the
     kernel's buffer reaches it: a 100,000-entry directory holds one tuple per entry, not
-    one dict."""
+    one stat."""
 
     def __init__(self, fs: SSHFS, path: str, entries: list[tuple[str, int, Attrs | None]],
                  with_attrs: bool) -> None:
@@ -156,34 +157,35 @@ class _Snapshot(Sequence[tuple[str, "dict[str, Any] | None"]]):
             raise IndexError(i)
         return next(self.iter_from(i))
 
-    def iter_from(self, start: int) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        """The entries from position `start` on, made as they are taken: the fill loop
-        stops where the kernel's buffer is full (one generator, not an index lookup,
-        a bound check and attribute fetches per entry)."""
+    def iter_from(self, start: int) -> Iterator[tuple[str, int, tuple[int, ...] | None]]:
+        """(name, mode, statpack values or None: the mode alone is known) of the entries
+        from position `start` on, made as they are taken: the fill loop stops where the
+        kernel's buffer is full (one generator, not an index lookup, a bound check and
+        attribute fetches per entry)."""
         if start <= 0:
-            yield (".", None)
+            yield (".", stat.S_IFDIR, None)
         if start <= 1:
-            yield ("..", None)
+            yield ("..", stat.S_IFDIR, None)
         fs, base, with_attrs = self.fs, self.base, self.with_attrs
-        stat_of, held_attrs, is_dir = fs._stat_of, fs.cache.attrs, stat.S_ISDIR
+        stat_values, held_attrs, is_dir = fs._stat_values, fs.cache.attrs, stat.S_ISDIR
         entries = self.entries
         for k in range(max(0, start - 2), len(entries)):
             name, mode, attrs = entries[k]
             # Subdirectories always: reading a directory voids its cached atime in the
             # kernel, and a walker's next lstat of it would cost a GETATTR.
             if not with_attrs and not is_dir(mode):
-                yield (name, {"st_mode": mode})
+                yield (name, mode, None)
                 continue
             path = f"{base}/{name}"
             if attrs is None:  # a cached listing: the attribute cache may still hold them
                 attrs = held_attrs(path)
-            shown: dict[str, Any] = {"st_mode": mode}
+            shown = None
             if attrs is not None:
                 try:
-                    shown = stat_of(path, attrs)
+                    shown = stat_values(path, attrs)
                 except OSError:  # idmap nomap=error: the entry is listed, its stat fails
                     pass
-            yield (name, shown)
+            yield (name, mode, shown)
 
 
 class SSHFS(Operations):
@@ -401,11 +403,11 @@ class SSHFS(Operations):
             self._not_relisted[parent] = now + self.cache.config.negative_ttl
         raise OSError(errno.ENOENT, "no such file (listed just now)")
 
-    def _stat_dict(self, attrs: Attrs) -> dict[str, Any]:
+    def _mode_and_ids(self, attrs: Attrs) -> tuple[int, int, int]:
+        """The mode and owner the mount shows for `attrs` (umask, idmap, uid=, gid=)."""
         mode = attrs.mode if attrs.mode is not None else (stat.S_IFREG | 0o644)
         if self.umask:
             mode &= ~self.umask
-        size = attrs.size or 0
         uid = attrs.uid or 0
         gid = attrs.gid or 0
         if not self._ids_identity:  # (a call less per id of every listed entry otherwise)
@@ -416,24 +418,15 @@ class SSHFS(Operations):
             uid = self.force_uid
         if self.force_gid is not None:
             gid = self.force_gid
-        mtime = (attrs.mtime or 0) * 1_000_000_000
-        atime = attrs.atime * 1_000_000_000 if attrs.atime is not None else mtime
-        return {
-            "st_mode": mode,
-            "st_size": size,
-            "st_uid": uid,
-            "st_gid": gid,
-            "st_nlink": 1,
-            "st_atime": atime,
-            "st_mtime": mtime,
-            "st_ctime": mtime,
-            "st_blocks": (size + 511) // 512,
-            "st_blksize": 4096,
-        }
+        return mode, uid, gid
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        return statpack.as_dict(self.getattr_values(path, fh))
+
+    def getattr_values(self, path: str, fh: int | None = None) -> tuple[int, ...]:
+        """getattr as statpack values: what the kernel's LOOKUPs and GETATTRs get."""
         try:
-            return self._stat_of(path, self._lookup(path))
+            return self._stat_values(path, self._lookup(path))
         except OSError as exc:
             if exc.errno == errno.ENOENT:  # a negative entry in the kernel, for refresh
                 if len(self._told_missing) > 65536:
@@ -441,18 +434,22 @@ class SSHFS(Operations):
                 self._told_missing[path] = None
             raise
 
-    def _stat_of(self, path: str, attrs: Attrs) -> dict[str, Any]:
-        st = self._stat_dict(attrs)
-        if stat.S_ISREG(st["st_mode"]):
+    def _stat_values(self, path: str, attrs: Attrs) -> tuple[int, ...]:
+        """What the kernel is told of `path` (statpack values): a file written through
+        the mount shows its high water while writes are on their way, and what a regular
+        file showed is kept (_kernel_saw) to know when its pages go stale."""
+        mode, uid, gid = self._mode_and_ids(attrs)
+        size = attrs.size or 0
+        mtime = attrs.mtime or 0
+        if stat.S_ISREG(mode):
             if self._files:
                 for f in self._open_files_of(path):
-                    if f.high_water > st["st_size"]:  # writes still on their way
-                        st["st_size"] = f.high_water
-                        st["st_blocks"] = (f.high_water + 511) // 512
+                    size = max(size, f.high_water)
             if len(self._kernel_saw) > 65536:
                 self._kernel_saw.clear()  # unknown then means "invalidate": still correct
-            self._kernel_saw[path] = (st["st_size"], st["st_mtime"])
-        return st
+            self._kernel_saw[path] = (size, mtime * 1_000_000_000)
+        return statpack.values(mode, size, uid, gid,
+                               mtime if attrs.atime is None else attrs.atime, mtime)
 
     def _open_files_of(self, path: str) -> list[OpenFile]:
         with self._files_lock:
@@ -464,16 +461,15 @@ class SSHFS(Operations):
             return 0
         if amode & os.W_OK and self.read_only:
             raise OSError(errno.EROFS, "read-only mount")
-        st = self._stat_dict(attrs)
+        mode, owner, group = self._mode_and_ids(attrs)
         uid, gid, _pid = fuse_get_context()
-        mode = st["st_mode"]
         if uid == 0:
             if amode & os.X_OK and not (mode & 0o111 or stat.S_ISDIR(mode)):
                 raise OSError(errno.EACCES, "not executable")
             return 0
-        if uid == st["st_uid"]:
+        if uid == owner:
             bits = (mode >> 6) & 7
-        elif gid == st["st_gid"]:
+        elif gid == group:
             bits = (mode >> 3) & 7
         else:
             bits = mode & 7
@@ -800,7 +796,7 @@ class SSHFS(Operations):
                 queued.append((fut, change))
             self.cache.changed(path)
             # created empty, and written through this handle to its high water (truncate
-            # stops this path); other handles' writes show through _stat_of
+            # stops this path); other handles' writes show through _stat_values
             self.cache.learned_attrs(path, _changed(replace(before, size=f.high_water),
                                                     change))
             return True
@@ -931,10 +927,10 @@ class SSHFS(Operations):
             self.cache.learned_attrs(path, fresh)
         saw = self._kernel_saw.get(path)
         try:
-            st = self._stat_of(path, fresh)  # what the kernel is told from now on
+            st = self._stat_values(path, fresh)  # what the kernel is told from now on
         except OSError:  # idmap nomap=error: the open works, its stat does not
             return True
-        if saw != (st["st_size"], st["st_mtime"]):
+        if saw != (st[statpack.SIZE], st[statpack.MTIME] * 1_000_000_000):
             # Changed on the server since the kernel looked (or we do not know what it
             # holds): its size would cut reads short, its pages (kernel_cache) are stale.
             self.kernel.invalidate(path)
@@ -986,7 +982,7 @@ class SSHFS(Operations):
     def _held_sent(self, f: OpenFile) -> None:
         """Writes of `f` went out: what an LSTAT read before says is old now (while
         they were held, the cached attributes were the server's; the size the kernel is
-        told comes from the high water, see _stat_of)."""
+        told comes from the high water, see _stat_values)."""
         self.cache.changed(f.path)
 
     def _send_held(self, f: OpenFile, *, stop: bool = False, report: bool = False) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import itertools
 import logging
 import os
 import threading
@@ -38,7 +37,7 @@ _choose_library()
 
 import mfusepy  # noqa: E402  (must come after the library choice)
 
-from pysshfs.statpack import StatPacker  # noqa: E402
+from pysshfs.statpack import StatPacker, mode_only_stat  # noqa: E402
 
 FUSE_MAJOR: int = mfusepy.fuse_version_major
 FuseOSError = mfusepy.FuseOSError
@@ -192,9 +191,12 @@ class FUSE(mfusepy.FUSE):
     def fgetattr(self, path: bytes | None, buf: Any, fip: Any) -> int:
         """mfusepy's, with the stat filled in one call (see statpack)."""
         fh = fip.contents.fh if fip else None
-        attrs = self.operations.getattr(
-            None if path is None else path.decode(self.encoding, self.errors), fh)
-        _STAT.fill(buf.contents, attrs)
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        values = getattr(self.operations, "getattr_values", None)
+        if values is not None:
+            _STAT.fill_values(buf.contents, values(decoded, fh))
+        else:
+            _STAT.fill(buf.contents, self.operations.getattr(decoded, fh))
         return 0
 
     def utimens_fuse_2(self, path: bytes | None, buf: Any) -> int:
@@ -254,6 +256,8 @@ class FUSE(mfusepy.FUSE):
         Entries go out with offsets (position + 1): libfuse only creates the kernel's
         entries for a READDIRPLUS reply when offsets are given, and then asks again from
         where the buffer filled up; the listing is a snapshot kept with the handle.
+        `readdir_plus` answers with an object whose `iter_from(offset)` gives (name,
+        mode, statpack values or None when only the mode is known) from there on.
         """
         if not hasattr(self.operations, "readdir_plus"):
             return self._readdir(path, buf, filler, offset, fip)
@@ -261,17 +265,18 @@ class FUSE(mfusepy.FUSE):
         entries = self.operations.readdir_plus(decoded, fip.contents.fh, offset)
         plus = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
         st = mfusepy.c_stat()
-        fill_stat, encoding, errors = _STAT.fill, self.encoding, self.errors
-        iter_from = getattr(entries, "iter_from", None)
+        fill, mode_only, encoding, errors = _STAT.fill_values, mode_only_stat, \
+            self.encoding, self.errors
         position = offset
-        for name, attrs in (iter_from(offset) if iter_from is not None
-                            else itertools.islice(entries, offset, None)):
+        for name, mode, values in entries.iter_from(offset):
             position += 1
-            shown, fill = None, 0
-            if attrs is not None:
-                fill_stat(st, attrs)
-                shown, fill = st, plus if "st_size" in attrs else 0
-            if filler(buf, name.encode(encoding, errors), shown, position, fill) != 0:
+            if values is None:
+                fill(st, mode_only(mode))
+                entry_flags = 0
+            else:
+                fill(st, values)
+                entry_flags = plus
+            if filler(buf, name.encode(encoding, errors), st, position, entry_flags) != 0:
                 break
         return 0
 

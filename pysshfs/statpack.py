@@ -6,6 +6,10 @@ getattr/setattr pairs and a divmod per time), about 13 us an entry: 0.4 s of CPU
 `ls -l` of 30,000 entries. The layout here is read from mfusepy's own `c_stat` (field
 offsets and ctypes type codes), so it is the platform's, and checked once against
 `set_st_attrs` at import: where the two disagree (an exotic ABI), `fill` falls back to it.
+
+The file system hands its answers over as `values` (a tuple in _CANONICAL order), not as
+dicts: a dict built per LOOKUP and per listed entry only to be read back here was half the
+cost of an entry of a READDIRPLUS reply. `as_dict` gives the dict face where one is due.
 """
 
 from __future__ import annotations
@@ -62,6 +66,27 @@ def _layout(c_stat: Any) -> tuple[struct.Struct, list[str]] | None:
 
 
 _CANONICAL = (*_FIELDS, *(f"{t}.{part}" for t in _TIMES for part in ("tv_sec", "tv_nsec")))
+SIZE = _CANONICAL.index("st_size")  # where a value sits in a tuple of `values`
+MTIME = _CANONICAL.index("st_mtime.tv_sec")
+
+
+def values(mode: int, size: int, uid: int, gid: int, atime: int, mtime: int) -> tuple[int, ...]:
+    """A regular stat of whole-second times (SFTP v3's), in _CANONICAL order."""
+    return (1, mode, uid, gid, size, 4096, (size + 511) // 512,
+            atime, 0, mtime, 0, mtime, 0)
+
+
+def mode_only_stat(mode: int) -> tuple[int, ...]:
+    """Only the file type and permissions known (a READDIR entry's d_type)."""
+    return (0, mode, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def as_dict(v: tuple[int, ...]) -> dict[str, Any]:
+    """`v` as the stat dict mfusepy's API speaks (times in integer nanoseconds)."""
+    return {"st_nlink": v[0], "st_mode": v[1], "st_uid": v[2], "st_gid": v[3],
+            "st_size": v[4], "st_blksize": v[5], "st_blocks": v[6],
+            "st_atime": v[7] * 1_000_000_000 + v[8], "st_mtime": v[9] * 1_000_000_000 + v[10],
+            "st_ctime": v[11] * 1_000_000_000 + v[12]}
 
 
 def _canonical(d: dict[str, Any]) -> tuple[int, ...]:
@@ -103,8 +128,16 @@ class StatPacker:
             ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
             self._fallback(st, attrs, use_ns=True)
             return
-        values = _canonical(attrs)
-        self._pack(st, 0, *(values if self._reorder is None else self._reorder(values)))
+        self.fill_values(st, _canonical(attrs))
+
+    def fill_values(self, st: Any, v: tuple[int, ...]) -> None:
+        """`fill` from `values` (see the module docstring)."""
+        if self._pack is None:
+            self.fill(st, as_dict(v))
+        elif self._reorder is None:
+            self._pack(st, 0, *v)
+        else:
+            self._pack(st, 0, *self._reorder(v))
 
     def _agrees(self, c_stat: Any) -> bool:
         """Both ways of filling give the same bytes, for values distinct in every field."""

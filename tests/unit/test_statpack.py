@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pysshfs import statpack
 from pysshfs.fuselib import mfusepy  # the libfuse it was loaded for
 from pysshfs.statpack import StatPacker
 
@@ -54,3 +55,34 @@ def test_unrepresentable_layout_falls_back() -> None:
     assert not packer.packed
     packer.fill(_Odd(), {"st_mode": 1})
     assert calls == [{"st_mode": 1}]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_values_fill_the_bytes_their_dict_does(seed: int) -> None:
+    rnd = random.Random(seed)
+    size, mtime = rnd.randrange(1 << 40), rnd.randrange(1 << 33)
+    v = statpack.values(0o100640, size, rnd.randrange(1 << 32), rnd.randrange(1 << 32),
+                        rnd.randrange(1 << 33), mtime)
+    d = statpack.as_dict(v)
+    assert d["st_size"] == v[statpack.SIZE] == size
+    assert d["st_mtime"] == v[statpack.MTIME] * 1_000_000_000 == mtime * 1_000_000_000
+    assert d["st_blocks"] == (size + 511) // 512 and d["st_ctime"] == d["st_mtime"]
+    st = mfusepy.c_stat()
+    ctypes.memset(ctypes.byref(st), 0xFF, ctypes.sizeof(st))
+    StatPacker(mfusepy.c_stat, mfusepy.set_st_attrs).fill_values(st, v)
+    assert bytes(st) == _reference(d)
+
+
+def test_mode_only_is_the_mode_alone() -> None:
+    st = mfusepy.c_stat()
+    ctypes.memset(ctypes.byref(st), 0xFF, ctypes.sizeof(st))
+    StatPacker(mfusepy.c_stat, mfusepy.set_st_attrs).fill_values(
+        st, statpack.mode_only_stat(0o40755))
+    assert bytes(st) == _reference({"st_mode": 0o40755})
+
+
+def test_values_fall_back_through_their_dict() -> None:
+    calls: list[dict[str, Any]] = []
+    packer = StatPacker(_Odd, lambda st, attrs, use_ns: calls.append(attrs))
+    packer.fill_values(_Odd(), statpack.mode_only_stat(0o100644))
+    assert calls == [statpack.as_dict(statpack.mode_only_stat(0o100644))]
