@@ -723,10 +723,14 @@ class SSHFS(Operations):
             # what the kernel asks next (libfuse reads the attributes back) is known
             self.cache.learned_attrs(path, after)
 
-    def chmod(self, path: str, mode: int) -> int:
-        change = Attrs(mode=mode & 0o7777)
+    def _change_attrs(self, path: str, change: Attrs) -> None:
+        """chmod, chown, utimens: on the open handle, unwaited, where that is safe
+        (_setstat_unwaited), else waited for by path."""
         if not self._setstat_unwaited(path, change):
             self._setstat(path, change)
+
+    def chmod(self, path: str, mode: int) -> int:
+        self._change_attrs(path, Attrs(mode=mode & 0o7777))
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:
@@ -741,9 +745,7 @@ class SSHFS(Operations):
             gid = current.gid if current and current.gid is not None else 0
         else:
             gid = self.ids.gid_to_remote(gid)
-        change = Attrs(uid=uid, gid=gid)
-        if not self._setstat_unwaited(path, change):
-            self._setstat(path, change)
+        self._change_attrs(path, Attrs(uid=uid, gid=gid))
         return 0
 
     def utimens(self, path: str, times: tuple[Any, Any] | None = None) -> int:
@@ -763,9 +765,7 @@ class SSHFS(Operations):
                 _seconds(a)
             mtime = now if m == "now" else (current.mtime or 0) if m is None and current else \
                 _seconds(m)
-        change = Attrs(atime=atime, mtime=mtime)
-        if not self._setstat_unwaited(path, change):
-            self._setstat(path, change)
+        self._change_attrs(path, Attrs(atime=atime, mtime=mtime))
         return 0
 
     def _setstat_unwaited(self, path: str, change: Attrs) -> bool:
