@@ -217,8 +217,8 @@ class SSHFS(Operations):
         self._fh_counter = itertools.count(1)
         self._dir_snapshots: dict[int, Sequence[Any]] = {}
         self._told_kernel: dict[str, float] = {}  # directory -> when its entries' attrs went
-        # regular file -> (size, mtime) of the attributes the kernel last had from us: an
-        # open that finds others on the server drops the kernel's copies (close-to-open)
+        # regular file -> (size, mtime in s) the kernel last had from us: an open that
+        # finds others on the server drops the kernel's copies (close-to-open)
         self._kernel_saw: dict[str, tuple[int, int]] = {}
         self._told_missing: dict[str, None] = {}  # names the kernel may hold as negative
         # directory -> when this mount last made a name in it: one being filled (tar,
@@ -447,7 +447,7 @@ class SSHFS(Operations):
                     size = max(size, f.high_water)
             if len(self._kernel_saw) > 65536:
                 self._kernel_saw.clear()  # unknown then means "invalidate": still correct
-            self._kernel_saw[path] = (size, mtime * 1_000_000_000)
+            self._kernel_saw[path] = (size, mtime)
         return statpack.values(mode, size, uid, gid,
                                mtime if attrs.atime is None else attrs.atime, mtime)
 
@@ -930,7 +930,7 @@ class SSHFS(Operations):
             st = self._stat_values(path, fresh)  # what the kernel is told from now on
         except OSError:  # idmap nomap=error: the open works, its stat does not
             return True
-        if saw != (st[statpack.SIZE], st[statpack.MTIME] * 1_000_000_000):
+        if saw != (st[statpack.SIZE], st[statpack.MTIME]):
             # Changed on the server since the kernel looked (or we do not know what it
             # holds): its size would cut reads short, its pages (kernel_cache) are stale.
             self.kernel.invalidate(path)
