@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from pysshfs.fileio import LinkEstimate, OpenFile, _Claim
+from pysshfs.fileio import LinkEstimate, OpenFile, UplinkEstimate, _Claim
 
 
 class MemoryRemote:
@@ -61,7 +61,9 @@ class MemoryRemote:
 
 
 def open_file(remote: MemoryRemote, chunk: int = 4096) -> OpenFile:
-    return OpenFile(remote, "/f", b"h", os.O_RDWR, chunk, chunk)
+    f = OpenFile(remote, "/f", b"h", os.O_RDWR, chunk, chunk)
+    f.uplink = UplinkEstimate(8 * 1024 * 1024)  # not the daemon's, shared by every test
+    return f
 
 
 def test_sequential_read_returns_exact_bytes_and_prefetches() -> None:
@@ -683,3 +685,71 @@ def test_a_link_known_to_be_slow_takes_the_bulk_channels_at_once(
     assert remote.opened_bulk == 1
     remote.land()
     f.release()
+
+
+def test_writes_in_flight_stay_under_the_uplinks_cap_and_all_come_back() -> None:
+    """Each piece of a write is admitted by the uplink before it goes out (bytes beyond
+    what the link carries would only queue in front of every later request) and given
+    back when its reply is retired, errors included."""
+    remote = MemoryRemote()
+    f = open_file(remote, chunk=16 * 1024)
+    f.uplink = UplinkEstimate(64 * 1024)
+    peak = [0]
+    original = remote.write_async
+
+    def watching(handle: bytes, offset: int, data: object) -> Future:
+        peak[0] = max(peak[0], f.uplink.in_flight)
+        return original(handle, offset, data)
+
+    remote.write_async = watching  # type: ignore[method-assign]
+    payload = os.urandom(1024 * 1024 + 100)
+    for pos in range(0, len(payload), 200_000):
+        f.write(payload[pos:pos + 200_000], pos)
+    f.flush()
+    assert bytes(remote.data) == payload
+    assert 0 < peak[0] <= 64 * 1024
+    assert f.uplink.in_flight == 0
+    remote.fail_writes_at = 0
+    f.write(b"x" * 40_000, 0)
+    with pytest.raises(OSError):
+        f.flush()
+    assert f.uplink.in_flight == 0
+
+
+def test_a_write_that_cannot_be_sent_gives_its_room_back() -> None:
+    remote = MemoryRemote()
+
+    def refusing(handle: bytes, offset: int, data: object) -> Future:
+        raise OSError(errno.ENOTCONN, "no connection")
+
+    remote.write_async = refusing  # type: ignore[method-assign]
+    f = open_file(remote)
+    with pytest.raises(OSError):
+        f.write(b"y" * 10_000, 0)
+    assert f.uplink.in_flight == 0
+
+
+def test_writes_are_cut_finer_on_a_slow_link() -> None:
+    """About 5 ms of the link a piece: 200 Mbit/s cuts a 256 KiB write into 120 KiB
+    pieces, so the queue they build in front of a stat stays short; a fast or unknown
+    link gets whole chunks, a slower one pieces of 64 KiB (what held writes send)."""
+    remote = MemoryRemote()
+    sizes: list[int] = []
+    original = remote.write_async
+
+    def counting(handle: bytes, offset: int, data: object) -> Future:
+        sizes.append(len(data))  # type: ignore[arg-type]
+        return original(handle, offset, data)
+
+    remote.write_async = counting  # type: ignore[method-assign]
+    f = open_file(remote, chunk=256 * 1024)
+    f.write(b"w" * (256 * 1024), 0)  # nothing known of the link yet
+    f.uplink._rate = 25e6
+    f.write(b"z" * (256 * 1024), 256 * 1024)
+    f.flush()
+    assert sizes == [256 * 1024, 122880, 122880, 16384]
+    assert bytes(remote.data) == b"w" * (256 * 1024) + b"z" * (256 * 1024)
+    f.uplink._rate = 1e9
+    assert f.uplink.piece(256 * 1024) == 256 * 1024
+    f.uplink._rate = 1e5
+    assert f.uplink.piece(256 * 1024) == 64 * 1024 and f.uplink.piece(4096) == 4096
