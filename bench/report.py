@@ -121,7 +121,8 @@ def _cell(row: dict[str, Any], kind: str, record: dict[str, Any]) -> str:
     extra = [r for r in record["rounds"][row["key"]].get(kind, []) if "error" not in r]
     p50 = median_of(extra, "p50")
     if p50 is not None:
-        text += f" (p50 {_secs(p50)}, read {median_of(extra, 'read_mbps'):,.1f} MB/s)"
+        way = "write" if any("write_mbps" in r for r in extra) else "read"
+        text += f" (p50 {_secs(p50)}, {way} {median_of(extra, f'{way}_mbps'):,.1f} MB/s)"
     return text
 
 

@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "git_status_cold, ls_l_bigdir, ls_lr_warm, tar_extract, "
                         "git_status_warm, fio_randread; with --rtt also seq_read_capped, "
                         "ls_lr_cold, tar_small, tar_small_owners, cp_small, stat_known, "
-                        "stat_during_read, stat_during_read_capped")
+                        "stat_during_read, stat_during_read_capped, stat_during_write, "
+                        "stat_during_write_capped")
     p.add_argument("--size-mib", type=int, default=None, help="big file size (default 512)")
     p.add_argument("--tree-files", type=int, default=None,
                    help="at most this many files in the tree (default: the whole stdlib)")

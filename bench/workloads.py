@@ -343,6 +343,18 @@ def _stream(path: Path, stop: threading.Event, moved: list[int]) -> None:
                 moved[0] += len(chunk)
 
 
+def _upload(path: Path, stop: threading.Event, moved: list[int]) -> None:
+    """Write `path` over and over, 1 MiB at a time (64 MiB a pass), until `stop`."""
+    block = os.urandom(MiB)
+    while not stop.is_set():
+        with open(path, "wb", buffering=0) as f:
+            for _ in range(64):
+                if stop.is_set():
+                    break
+                f.write(block)
+                moved[0] += len(block)
+
+
 def stat_during_read(ctx: Context, kind: str) -> Measurement:
     """p95 (and p50) of a `stat` that must reach the server while a big file streams.
 
@@ -350,11 +362,28 @@ def stat_during_read(ctx: Context, kind: str) -> Measurement:
     filesystem needs at least one request for it; the streaming read's throughput during
     the probes is reported too (MB/s), to check it still gets the link.
     """
+    return _stat_during(ctx, kind, "statlat", _stream, "big.bin", "read_mbps")
+
+
+def stat_during_write(ctx: Context, kind: str) -> Measurement:
+    """The same while a big file is written onto the mount (a copy to the server): the
+    writes' bytes queue in front of the stat's request, on the way up."""
+    dest = ctx.data.scratch / f"upload-{kind}.bin"
+    try:
+        return _stat_during(ctx, kind, "statlat-up", _upload, f"scratch/{dest.name}",
+                            "write_mbps")
+    finally:
+        dest.unlink(missing_ok=True)
+
+
+def _stat_during(ctx: Context, kind: str, label: str,
+                 streamer: Callable[[Path, threading.Event, list[int]], None], name: str,
+                 rate_key: str) -> Measurement:
     latencies: list[float] = []
-    with ctx.mounted(kind, "statlat") as m:
+    with ctx.mounted(kind, label) as m:
         stop = threading.Event()
         moved = [0]
-        reader = threading.Thread(target=_stream, args=(m.mountpoint / "big.bin", stop, moved),
+        reader = threading.Thread(target=streamer, args=(m.mountpoint / name, stop, moved),
                                   daemon=True)
         reader.start()
         try:
@@ -371,10 +400,10 @@ def stat_during_read(ctx: Context, kind: str) -> Measurement:
             reader.join(ctx.timeout)
             if reader.is_alive():
                 m.on_timeout()
-                raise WrongResult("the streaming read did not stop")
+                raise WrongResult("the streaming transfer did not stop")
     qs = statistics.quantiles(latencies, n=20, method="inclusive")
     return Measurement(qs[-1], sum(latencies), extra={"p50": statistics.median(latencies),
-                                                      "read_mbps": rate / 1e6})
+                                                      rate_key: rate / 1e6})
 
 
 @dataclass(frozen=True)
@@ -446,4 +475,8 @@ def rtt_workloads(big_mib: int, data: DataSet, rtt_ms: float, mbit: float | None
                  "abs<=", 0.060, "s", stat_during_read),
         Workload("stat_during_read_capped", f"[{capped}] p95 of a stat while a big file "
                  "streams", "abs<=", 0.060, "s", stat_during_read, mbit=cap_mbit),
+        Workload("stat_during_write", f"[{link}] p95 of a stat while a big file is written",
+                 "abs<=", 0.060, "s", stat_during_write),
+        Workload("stat_during_write_capped", f"[{capped}] p95 of a stat while a big file is "
+                 "written", "abs<=", 0.060, "s", stat_during_write, mbit=cap_mbit),
     ]

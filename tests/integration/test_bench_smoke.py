@@ -113,7 +113,7 @@ def test_bench_smoke_over_an_emulated_link(tmp_path: Path) -> None:
     and pysshfs alike; a few of issue 10's rows, each with a number for both."""
     require_tools()
     out = tmp_path / "out"
-    keys = ["stat_known", "cp_small", "stat_during_read_capped"]
+    keys = ["stat_known", "cp_small", "stat_during_read_capped", "stat_during_write_capped"]
     proc = subprocess.run(
         [sys.executable, str(RUN), "--smoke", "--rtt", "4", "--no-install", "--out", str(out),
          "--workdir", str(tmp_path / "work"), *[a for k in keys for a in ("--workload", k)]],
@@ -125,9 +125,13 @@ def test_bench_smoke_over_an_emulated_link(tmp_path: Path) -> None:
     rows = table_rows(table)
     assert len(rows) == len(keys) and all(t.startswith("[RTT 4 ms") for t in rows), table
     assert "Mbit/s] p95 of a stat" in table and "p50" in table, table
+    assert "is written | " in table and ", write " in table, table
     record = json.loads((out / "latest.json").read_text())
     for key in keys:
         for kind in ("pysshfs", "sshfs"):
             rounds = record["rounds"][key][kind]
             assert rounds and all(r.get("value", 0) > 0 for r in rounds), (key, kind, rounds)
+    for kind in ("pysshfs", "sshfs"):  # the upload went on during the probes
+        rounds = record["rounds"]["stat_during_write_capped"][kind]
+        assert all(r["write_mbps"] > 0 for r in rounds), rounds
     assert str(tmp_path / "work") not in Path("/proc/self/mountinfo").read_text()
