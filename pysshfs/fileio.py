@@ -103,26 +103,40 @@ class Remote(Protocol):
 
 
 class LinkEstimate:
-    """What the link to the server carries, learnt from read replies (one per daemon:
-    one mount, one connection), to size the bytes in flight like BBR does: the delivery
-    rate (recent maximum) times the round trip without queueing (the fastest recent reply
-    less its own transfer time), plus 5 ms and a chunk of slack (the chunk alone is 13 %
+    """What the link to the server carries in one direction (one per direction and
+    daemon: one mount, one connection; READs in LINK, WRITEs in UPLINK), to size the bytes
+    in flight like BBR does: the delivery rate (recent maximum) times `gain` round trips
+    without queueing, plus 5 ms and a chunk (or piece) of slack (the chunk alone is 13 %
     more than a 100 MB/s, 20 ms link holds: room for the rate to be found higher). More
     would only wait in a queue on the way, and a stat() sent meanwhile would wait behind
     it (head-of-line blocking on the one connection). Measured at RTT 20 ms on the bench's
     proxy, where a 64 MiB read reaches 130 MB/s: p95 of such a stat 36 ms with this cap,
-    52 ms with the one before (half again the round trip and 10 ms), the read as fast."""
+    52 ms with the one before (half again the round trip and 10 ms), the read as fast.
 
-    def __init__(self, max_cap: int) -> None:
-        self.cap = max_cap  # bytes of readahead in flight per file
+    The round trip is the connection's quickest reply to a small request, when the
+    caller knows it (else the fastest recent reply less its own transfer time): a big
+    reply's latency holds its transfer, and the rate replies come at is often the
+    program's (small files: git status, tar x), not the link's, so that latency less its
+    bytes over that rate is no round trip at all. For the same reason the cap only comes
+    down on a reply that waited in a queue on the way, or while the cap held requests
+    back: a program's small reads or writes say how fast it goes, not what the link
+    carries, and a big copy that follows them must not start from there (measured at
+    RTT 20 ms: 64 MiB read after the 300 small files took 2.0 s, 0.5 s without them; an
+    upload form that lowered on anything took 11.3 s after tar x, 0.46 s before).
+    Held back by the cap, the bytes in flight grow by about `gain` each round trip."""
+
+    def __init__(self, max_cap: int, gain: float = 1.0) -> None:
+        self.cap = max_cap  # bytes in flight, all files together
         self.max_cap = max_cap
+        self.gain = gain
         self._lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=64)  # the last replies' round trips
         self._delivered: deque[tuple[float, int]] = deque(maxlen=16)  # (when, bytes)
         self._rate = 0.0  # bytes/s, recent maximum
-        self.in_flight = 0  # bytes of READs sent and not answered, all files together
+        self.in_flight = 0  # bytes sent and not answered, all files together
         self._room = threading.Condition(self._lock)
         self._waiting = 0  # threads in admit() waiting for room: only then notify
+        self._full_at = -1.0  # when a request last found no room under the cap
 
     def admit(self, nbytes: int, wait: bool) -> bool:
         """Count `nbytes` more in flight if under the cap (always when nothing is); with
@@ -131,6 +145,7 @@ class LinkEstimate:
             if not self.in_flight or self.in_flight + nbytes <= self.cap:
                 self.in_flight += nbytes
                 return True
+            self._full_at = time.monotonic()
             if not wait:
                 return False
         with self._room:
@@ -153,65 +168,29 @@ class LinkEstimate:
             if self._waiting:  # (a Condition's notify_all costs even with no waiter)
                 self._room.notify_all()
 
-    def observe(self, latency: float, nbytes: int, chunk: int) -> None:
+    def observe(self, latency: float, nbytes: int, slack: int,
+                round_trip: float | None = None) -> None:
+        """A reply of `nbytes` came `latency` seconds after its request went out;
+        `round_trip`: the connection's quickest reply to a small request, if known."""
         now = time.monotonic()
         with self._lock:
             self._latencies.append(latency)
-            if not self._delivered_now(now, nbytes):
+            self._delivered.append((now, nbytes))
+            if len(self._delivered) < 4:
                 return
-            rtt = max(min(self._latencies) - chunk / self._rate, 0.0005)
-            cap = self._rate * (rtt + 0.005) + chunk
-            self.cap = int(min(self.max_cap, max(2 * chunk, cap)))
-
-    def _delivered_now(self, now: float, nbytes: int) -> bool:
-        """Count `nbytes` delivered at `now` in the rate (lock held); False while too
-        few replies came to tell a rate."""
-        self._delivered.append((now, nbytes))
-        if len(self._delivered) < 4:
-            return False
-        span = now - self._delivered[0][0]
-        if span > 0:
-            rate = sum(n for _, n in itertools.islice(self._delivered, 1, None)) / span
-            self._rate = max(rate, self._rate * 0.99)
-        return self._rate > 0
-
-
-class UplinkEstimate(LinkEstimate):
-    """The same for WRITE bytes, on the way up. Three things differ from reads:
-      * the round trip is the connection's quickest reply to a small request (given by
-        the caller): a write's own latency holds its transfer time, and the rate its
-        replies come at is often the program's (small files), not the link's, so that
-        latency less its bytes over that rate is no round trip at all;
-      * the cap only comes down on a reply that waited in a queue on the way (more than
-        twice the round trip and 5 ms), or while the cap held writes back: replies to a
-        program's small writes say how fast it writes, not what the link carries, and a
-        copy that follows them would start from there;
-      * it is UPLINK_GAIN times the bandwidth-delay product, plus slack: held back, the
-        bytes in flight grow by that factor each round trip (with the reads' 5 ms of
-        margin, by a twentieth a round trip at 100 ms), and at a slow link's full rate
-        (gain - 1) round trips queue ahead of a stat()."""
-
-    def __init__(self, max_cap: int) -> None:
-        super().__init__(max_cap)
-        self._full_at = -1.0  # when a write last found no room under the cap
-
-    def admit(self, nbytes: int, wait: bool) -> bool:
-        if self.in_flight and self.in_flight + nbytes > self.cap:  # (unlocked look)
-            self._full_at = time.monotonic()
-        return super().admit(nbytes, wait)
-
-    def observe_write(self, latency: float, nbytes: int, slack: int,
-                      round_trip: float | None) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._latencies.append(latency)
-            if not self._delivered_now(now, nbytes):
+            span = now - self._delivered[0][0]
+            if span > 0:
+                rate = sum(n for _, n in itertools.islice(self._delivered, 1, None)) / span
+                self._rate = max(rate, self._rate * 0.99)
+            rate = self._rate
+            if rate <= 0:
                 return
-            rtt = max(round_trip if round_trip is not None else min(self._latencies),
-                      0.0005)
-            cap = int(min(self.max_cap, max(
-                2 * slack, self._rate * (rtt * UPLINK_GAIN + 0.005) + slack)))
-            if cap >= self.cap or latency > 2 * rtt + 0.005 \
+            if round_trip is None:
+                round_trip = min(self._latencies) - slack / rate
+            rtt = max(round_trip, 0.0005)
+            cap = int(min(self.max_cap,
+                          max(2 * slack, rate * (rtt * self.gain + 0.005) + slack)))
+            if cap >= self.cap or latency - nbytes / rate > 2 * rtt + 0.005 \
                     or now - self._full_at < max(FULL_LATELY, 4 * rtt):
                 self.cap = cap
 
@@ -227,8 +206,12 @@ class UplinkEstimate(LinkEstimate):
         return max(min(MIN_PIECE, largest), min(largest, wanted))
 
 
+# Writes: 1.5 round trips (reads keep 1: their 5 ms of margin sufficed, measured), so
+# that a copy held back by the cap grows by half again each round trip (by a twentieth
+# at 100 ms with the 5 ms alone), and at a slow link's full rate half a round trip
+# queues ahead of a stat().
 UPLINK_GAIN = 1.5
-FULL_LATELY = 0.1  # seconds (or 4 round trips) since the cap held a write back
+FULL_LATELY = 0.1  # seconds (or 4 round trips) since the cap held a request back
 PIECE_SECONDS = 0.005
 MIN_PIECE = 64 * 1024  # (heldwrites.HOLD_BYTES: what tar's small files hold stays one WRITE)
 
@@ -255,7 +238,7 @@ LINK = LinkEstimate(8 * 1024 * 1024)  # the one connection's link, shared by eve
 # in front of every request sent after them (a stat() behind megabytes of a copy onto
 # the mount, measured at 100 Mbit/s: p95 0.9 s with only the channels' windows to bound
 # them), so they too are held to what the link carries.
-UPLINK = UplinkEstimate(8 * 1024 * 1024)
+UPLINK = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
 
 
 # Reads this many of their own size off the stream's end still count as sequential, and
@@ -593,7 +576,8 @@ class OpenFile:
         self.link.settled(length)
         if fut.cancelled() or fut.exception() is not None:
             return
-        self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read)
+        self.link.observe(time.monotonic() - sent, len(fut.result()), self.chunk_read,
+                          self._round_trip())
         if self._starved and self._ahead[1] > self._ahead[0] \
                 and self._window > 2 * self.min_window \
                 and self.link.cap - self.link.in_flight >= max(self.chunk_read,
@@ -770,7 +754,7 @@ class OpenFile:
             self.uplink.settled(n)
             exc = fut.exception()
             if exc is None:
-                self.uplink.observe_write(now - sent, n, self._piece, self._round_trip())
+                self.uplink.observe(now - sent, n, self._piece, self._round_trip())
                 continue
             if isinstance(exc, OSError) and exc.errno in LOST:
                 self._replay.append((offset, data))

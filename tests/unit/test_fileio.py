@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from pysshfs.fileio import LinkEstimate, OpenFile, UplinkEstimate, _Claim
+from pysshfs.fileio import UPLINK_GAIN, LinkEstimate, OpenFile, _Claim
 
 
 class MemoryRemote:
@@ -62,7 +62,8 @@ class MemoryRemote:
 
 def open_file(remote: MemoryRemote, chunk: int = 4096) -> OpenFile:
     f = OpenFile(remote, "/f", b"h", os.O_RDWR, chunk, chunk)
-    f.uplink = UplinkEstimate(8 * 1024 * 1024)  # not the daemon's, shared by every test
+    # not the daemon's UPLINK, which every test would share
+    f.uplink = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
     return f
 
 
@@ -693,7 +694,7 @@ def test_writes_in_flight_stay_under_the_uplinks_cap_and_all_come_back() -> None
     back when its reply is retired, errors included."""
     remote = MemoryRemote()
     f = open_file(remote, chunk=16 * 1024)
-    f.uplink = UplinkEstimate(64 * 1024)
+    f.uplink = LinkEstimate(64 * 1024, gain=UPLINK_GAIN)
     peak = [0]
     original = remote.write_async
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from unittest import mock
 
-from pysshfs.fileio import LinkEstimate, UplinkEstimate
+from pysshfs.fileio import UPLINK_GAIN, LinkEstimate
 from pysshfs.openahead import _follows
 
 CHUNK = 256 * 1024
 
 
 def feed(link: LinkEstimate, rate: float, rtt: float, n: int = 40) -> None:
-    """Replies of one chunk each, arriving back to back at `rate` bytes/s."""
+    """Replies of one chunk each, arriving back to back at `rate` bytes/s, while the cap
+    holds reads back (else they would say nothing about the link: see below)."""
     now = 1000.0
     for _ in range(n):
         now += CHUNK / rate
+        link._full_at = now
         with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
             link.observe(rtt + CHUNK / rate, CHUNK, CHUNK)
 
@@ -43,7 +45,7 @@ def test_never_below_two_chunks_nor_above_the_maximum() -> None:
 PIECE = 64 * 1024
 
 
-def feed_writes(up: UplinkEstimate, rate: float, rtt: float, queue: float, n: int = 40,
+def feed_writes(up: LinkEstimate, rate: float, rtt: float, queue: float, n: int = 40,
                 size: int = PIECE) -> None:
     """Write replies of `size` bytes arriving back to back at `rate` bytes/s, each after
     the round trip, its transfer and `queue` seconds of waiting on the way."""
@@ -51,14 +53,14 @@ def feed_writes(up: UplinkEstimate, rate: float, rtt: float, queue: float, n: in
     for _ in range(n):
         now += size / rate
         with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
-            up.observe_write(rtt + size / rate + queue, size, PIECE, rtt)
+            up.observe(rtt + size / rate + queue, size, PIECE, rtt)
 
 
 def test_writes_queueing_on_a_slow_link_bring_the_cap_down_to_what_it_carries() -> None:
     """100 Mbit/s, 20 ms, megabytes queued (what the channels' windows allowed): the cap
     comes down to 1.5 times the bandwidth-delay product, 5 ms and a piece, ~30 ms of
     queue at most in front of a stat instead of half a second."""
-    up = UplinkEstimate(8 * 1024 * 1024)
+    up = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
     feed_writes(up, 12.5e6, 0.020, queue=0.5)
     assert 12.5e6 * 0.035 <= up.cap <= 12.5e6 * 0.035 + PIECE + 1
 
@@ -67,25 +69,43 @@ def test_a_programs_small_writes_do_not_lower_the_cap() -> None:
     """tar x of small files: replies come at the program's pace, none waited in a queue
     and the cap held nothing back; the copy of a big file that follows must not start
     from that pace. Once the cap held writes back, such replies count."""
-    up = UplinkEstimate(8 * 1024 * 1024)
+    up = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
     now = 1000.0
     for _ in range(40):  # a file's 20 KB every 44 ms, answered a round trip later
         now += 0.044
         with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
-            up.observe_write(0.021, 20_000, PIECE, 0.020)
+            up.observe(0.021, 20_000, PIECE, 0.020)
     assert up.cap == 8 * 1024 * 1024
     assert up.admit(8 * 1024 * 1024, wait=False)
     assert not up.admit(PIECE, wait=False)  # held back: the pipe is full
     up.settled(8 * 1024 * 1024)
     with mock.patch("pysshfs.fileio.time.monotonic", return_value=up._full_at):
-        up.observe_write(0.021, 20_000, PIECE, 0.020)
+        up.observe(0.021, 20_000, PIECE, 0.020)
     assert up.cap == 2 * PIECE
+
+
+def test_a_read_that_queued_brings_the_cap_down_and_small_reads_do_not() -> None:
+    """git status reads its files' first chunks at its own pace: those replies leave the
+    cap where it was (a big read after them starts with full readahead); a reply that
+    waited behind a queue brings it down to the link's product."""
+    link = LinkEstimate(8 * 1024 * 1024)
+    now = 1000.0
+    for _ in range(40):  # 4 KiB every 0.7 ms, answered a round trip later
+        now += 0.0007
+        with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+            link.observe(0.0202, 4096, CHUNK, 0.020)
+    assert link.cap == 8 * 1024 * 1024
+    for _ in range(40):  # whole chunks at 100 Mbit/s, each 0.3 s behind a queue
+        now += CHUNK / 12.5e6
+        with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+            link.observe(0.020 + CHUNK / 12.5e6 + 0.3, CHUNK, CHUNK, 0.020)
+    assert 12.5e6 * 0.025 <= link.cap <= 12.5e6 * 0.025 + CHUNK + 1
 
 
 def test_held_back_writes_grow_half_again_and_more_each_round_trip() -> None:
     """Replies at the pace the cap allows (its bytes each round trip, no queue): the
     next cap lets 1.5 times as many through, and 5 ms more."""
-    up = UplinkEstimate(8 * 1024 * 1024)
+    up = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
     up.cap = 10 * PIECE
     up._full_at = 1000.0
     feed_writes(up, 10 * PIECE / 0.020, 0.020, queue=0.0, n=20)
