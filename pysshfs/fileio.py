@@ -118,8 +118,9 @@ class LinkEstimate:
     reply's latency holds its transfer, and the rate replies come at is often the
     program's (small files: git status, tar x), not the link's, so that latency less its
     bytes over that rate is no round trip at all. For the same reason the cap only comes
-    down on a reply that waited in a queue on the way, or while the cap held requests
-    back: a program's small reads or writes say how fast it goes, not what the link
+    down while it held requests back, or on a reply that waited in a queue our bytes in
+    flight can have made (more than the new cap of them; a server slow with its disk
+    is not that): a program's small reads or writes say how fast it goes, not what the link
     carries, and a big copy that follows them must not start from there (measured at
     RTT 20 ms: 64 MiB read after the 300 small files took 2.0 s, 0.5 s without them; an
     upload form that lowered on anything took 11.3 s after tar x, 0.46 s before).
@@ -190,20 +191,16 @@ class LinkEstimate:
             rtt = max(round_trip, 0.0005)
             cap = int(min(self.max_cap,
                           max(2 * slack, rate * (rtt * self.gain + 0.005) + slack)))
-            if cap >= self.cap or latency - nbytes / rate > 2 * rtt + 0.005 \
-                    or now - self._full_at < max(FULL_LATELY, 4 * rtt):
+            if cap >= self.cap or now - self._full_at < max(FULL_LATELY, 4 * rtt) \
+                    or (self.in_flight > cap and latency - nbytes / rate > 2 * rtt + 0.005):
                 self.cap = cap
 
     def piece(self, largest: int) -> int:
-        """How big the pieces of a write should be: about PIECE_SECONDS of the link, so
-        that on a slow link bytes are admitted finely (a whole chunk of slack there is a
-        queue of tens of milliseconds in front of the next request), and at most
-        `largest`."""
-        rate = self._rate
-        if rate <= 0:  # nothing known yet
-            return largest
-        wanted = int(rate * PIECE_SECONDS) & ~4095
-        return max(min(MIN_PIECE, largest), min(largest, wanted))
+        """How big the pieces of a write should be: a sixth of the cap, so that where the
+        link holds the cap low, bytes are admitted finely (a whole chunk of slack there
+        is a queue of tens of milliseconds in front of the next request); at least
+        MIN_PIECE and at most `largest`."""
+        return max(min(MIN_PIECE, largest), min(largest, (self.cap // 6) & ~4095))
 
 
 # Writes: 1.5 round trips (reads keep 1: their 5 ms of margin sufficed, measured), so
@@ -212,7 +209,6 @@ class LinkEstimate:
 # queues ahead of a stat().
 UPLINK_GAIN = 1.5
 FULL_LATELY = 0.1  # seconds (or 4 round trips) since the cap held a request back
-PIECE_SECONDS = 0.005
 MIN_PIECE = 64 * 1024  # (heldwrites.HOLD_BYTES: what tar's small files hold stays one WRITE)
 
 

@@ -731,9 +731,10 @@ def test_a_write_that_cannot_be_sent_gives_its_room_back() -> None:
 
 
 def test_writes_are_cut_finer_on_a_slow_link() -> None:
-    """About 5 ms of the link a piece: 200 Mbit/s cuts a 256 KiB write into 120 KiB
-    pieces, so the queue they build in front of a stat stays short; a fast or unknown
-    link gets whole chunks, a slower one pieces of 64 KiB (what held writes send)."""
+    """Pieces of a sixth of the uplink's cap: where the link holds it low (100 Mbit/s,
+    ~0.5 MB) a 256 KiB write goes out in ~80 KiB pieces, so the queue they build in front
+    of a stat stays short; while the cap is high, whole chunks; never under 64 KiB
+    (what held writes send)."""
     remote = MemoryRemote()
     sizes: list[int] = []
     original = remote.write_async
@@ -744,13 +745,12 @@ def test_writes_are_cut_finer_on_a_slow_link() -> None:
 
     remote.write_async = counting  # type: ignore[method-assign]
     f = open_file(remote, chunk=256 * 1024)
-    f.write(b"w" * (256 * 1024), 0)  # nothing known of the link yet
-    f.uplink._rate = 25e6
+    f.write(b"w" * (256 * 1024), 0)  # nothing known of the link yet: the cap is high
+    f.flush()
+    f.uplink.cap = 500_000
     f.write(b"z" * (256 * 1024), 256 * 1024)
     f.flush()
-    assert sizes == [256 * 1024, 122880, 122880, 16384]
+    assert sizes == [256 * 1024, 81920, 81920, 81920, 16384]
     assert bytes(remote.data) == b"w" * (256 * 1024) + b"z" * (256 * 1024)
-    f.uplink._rate = 1e9
-    assert f.uplink.piece(256 * 1024) == 256 * 1024
-    f.uplink._rate = 1e5
+    f.uplink.cap = 100_000
     assert f.uplink.piece(256 * 1024) == 64 * 1024 and f.uplink.piece(4096) == 4096

@@ -61,8 +61,24 @@ def test_writes_queueing_on_a_slow_link_bring_the_cap_down_to_what_it_carries() 
     comes down to 1.5 times the bandwidth-delay product, 5 ms and a piece, ~30 ms of
     queue at most in front of a stat instead of half a second."""
     up = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
+    up.in_flight = 6 * 1024 * 1024  # the queue is ours
     feed_writes(up, 12.5e6, 0.020, queue=0.5)
     assert 12.5e6 * 0.035 <= up.cap <= 12.5e6 * 0.035 + PIECE + 1
+
+
+def test_a_slow_server_with_little_in_flight_is_no_queue_of_ours() -> None:
+    """Replies late by more than a round trip while only a file's few KiB are in flight
+    (a server busy with its disk, tar x on loopback): no queue our bytes could have
+    made, so the cap stays, and the next big file goes out in whole chunks."""
+    up = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
+    up.in_flight = 30_000
+    now = 1000.0
+    for _ in range(40):
+        now += 0.01
+        with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+            up.observe(0.008, 30_000, PIECE, 0.0001)
+    assert up.cap == 8 * 1024 * 1024
+    assert up.piece(256 * 1024) == 256 * 1024
 
 
 def test_a_programs_small_writes_do_not_lower_the_cap() -> None:
@@ -95,6 +111,7 @@ def test_a_read_that_queued_brings_the_cap_down_and_small_reads_do_not() -> None
         with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
             link.observe(0.0202, 4096, CHUNK, 0.020)
     assert link.cap == 8 * 1024 * 1024
+    link.in_flight = 4 * 1024 * 1024  # readahead: the queue is ours
     for _ in range(40):  # whole chunks at 100 Mbit/s, each 0.3 s behind a queue
         now += CHUNK / 12.5e6
         with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
