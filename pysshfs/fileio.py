@@ -70,7 +70,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -619,12 +619,8 @@ class OpenFile:
             piece = view[pos:pos + step]
             self._wait_for_room(len(piece))
             if not self._lanes:
-                self.uplink.admit(len(piece), wait=True)
-                try:
-                    fut = self.remote.write_async(self.handle, offset + pos, piece)
-                except BaseException:
-                    self.uplink.settled(len(piece))
-                    raise
+                fut = self._send_admitted(len(piece), self.remote.write_async, self.handle,
+                                          offset + pos, piece)
                 lane = 0
             else:
                 # any lane (the session takes the first whose window has room), the
@@ -635,13 +631,8 @@ class OpenFile:
                 unacked = self._lane_unacked  # (a stale look only picks another lane)
                 lanes = sorted((*self._lanes, 0), key=unacked.__getitem__) if either \
                     else (0,)
-                self.uplink.admit(len(piece), wait=True)
-                try:
-                    fut, lane = self.remote.write_lane_async(
-                        self.handle, offset + pos, piece, lanes, either)
-                except BaseException:
-                    self.uplink.settled(len(piece))
-                    raise
+                fut, lane = self._send_admitted(len(piece), self.remote.write_lane_async,
+                                                self.handle, offset + pos, piece, lanes, either)
             with self._lock:
                 sent = time.monotonic()
                 if not self._first_sent:
@@ -652,6 +643,16 @@ class OpenFile:
                 self._lane_sent[lane] += len(piece)
             fut.add_done_callback(self._write_done)
         return len(data)
+
+    def _send_admitted(self, nbytes: int, send: Callable[..., Any], *args: Any) -> Any:
+        """`send(*args)`, a WRITE of `nbytes`, once the uplink has room for them (no lock
+        held: the wait is for replies); their room back if it could not go out."""
+        self.uplink.admit(nbytes, wait=True)
+        try:
+            return send(*args)
+        except BaseException:
+            self.uplink.settled(nbytes)
+            raise
 
     def _round_trip(self) -> float | None:
         """The link's quickest reply to a small request, if the session knows it."""
