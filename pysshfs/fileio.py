@@ -113,8 +113,9 @@ class LinkEstimate:
     proxy, where a 64 MiB read reaches 130 MB/s: p95 of such a stat 36 ms with this cap,
     52 ms with the one before (half again the round trip and 10 ms), the read as fast.
 
-    The round trip is the connection's quickest reply to a small request, when the
-    caller knows it (else the fastest recent reply less its own transfer time): a big
+    The round trip is the connection's quickest recent reply to a small request sent with
+    nothing bulk in flight (stats.Traffic.replied: it follows a route that changes), when
+    the caller knows it (else the fastest recent reply less its own transfer time): a big
     reply's latency holds its transfer, and the rate replies come at is often the
     program's (small files: git status, tar x), not the link's, so that latency less its
     bytes over that rate is no round trip at all. For the same reason the cap only comes
@@ -235,6 +236,12 @@ LINK = LinkEstimate(8 * 1024 * 1024)  # the one connection's link, shared by eve
 # the mount, measured at 100 Mbit/s: p95 0.9 s with only the channels' windows to bound
 # them), so they too are held to what the link carries.
 UPLINK = LinkEstimate(8 * 1024 * 1024, gain=UPLINK_GAIN)
+
+
+def bulk_in_flight() -> bool:
+    """READ or WRITE bytes of any file in flight now (Traffic.busy: a small request sent
+    now would wait behind them, and its reply would not time the link alone)."""
+    return LINK.in_flight > 0 or UPLINK.in_flight > 0
 
 
 # Reads this many of their own size off the stream's end still count as sequential, and

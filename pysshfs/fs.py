@@ -38,7 +38,7 @@ from typing import Any
 
 from pysshfs import statpack
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.fileio import OpenFile, settle_bulk_writes
+from pysshfs.fileio import OpenFile, bulk_in_flight, settle_bulk_writes
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
 from pysshfs.heldwrites import HOLD_BYTES, HeldWrites
 from pysshfs.idmap import ByNameIdMapper, IdMapper
@@ -197,6 +197,9 @@ class SSHFS(Operations):
     def __init__(self, session: RemoteFS, cache: MetadataCache, opts: MountOptions, *,
                  on_mounted: Callable[[], None] | None = None) -> None:
         self.session = session
+        # the round trip the read and write caps are sized by is timed on small requests
+        # sent with no bulk bytes in flight (stats.Traffic.replied)
+        session.stats.traffic.busy = bulk_in_flight
         self.cache = cache
         self.opts = opts
         self.on_mounted = on_mounted

@@ -455,6 +455,7 @@ class Session:
                 return
             self._down_since = time.monotonic()
             self.stats.link.lost(exc)
+            self.stats.traffic.new_path()  # the next connection may take another route
             lived = self._down_since - self._connected_at
             client = self.sftp
             worked = client is not None and (client.replies >= STABLE_REPLIES
@@ -996,8 +997,9 @@ class Session:
         self._file_retried("fsync", rf, lambda c, h, t: c.fsync(h, timeout=t))
 
     def round_trip_min(self) -> float | None:
-        """The quickest reply to a small request so far (seconds; None before any): a
-        lower bound of the link's round trip (fileio: whether the bulk channels pay)."""
+        """The quickest recent reply to a small request (seconds; None before any, and
+        after the connection is lost): the link's round trip, on the route it takes now
+        (stats.Traffic.replied; fileio: the caps, whether the bulk channels pay)."""
         return self.stats.traffic.rtt_min
 
     def fsync_lanes_async(self, rf: RemoteFile, lanes: Sequence[int]) -> list[Future]:

@@ -130,7 +130,7 @@ from pysshfs.sftp.errors import (
 from pysshfs.sftp.limits import ListingGuard
 from pysshfs.sftp.refine import refine
 from pysshfs.sftp.reply import Reply
-from pysshfs.stats import Traffic
+from pysshfs.stats import BULK_OPS, Traffic
 
 log = logging.getLogger(__name__)
 _limited = RateLimitedLog(log)
@@ -215,7 +215,7 @@ class PipeStream:
 
 
 class _Request:
-    __slots__ = ("future", "parse", "op", "path", "started")
+    __slots__ = ("future", "parse", "op", "path", "started", "quiet")
 
     def __init__(self, future: Reply, parse: Parser, op: str, path: bytes | None,
                  started: float) -> None:
@@ -224,6 +224,7 @@ class _Request:
         self.op = op
         self.path = path
         self.started = started
+        self.quiet = True  # sent with no bulk bytes in flight (Traffic.replied)
 
 
 def _lost_error(name: str, reason: BaseException | str | None) -> OSError:
@@ -665,7 +666,7 @@ class SFTPClient:
                          PACKET_NAMES.get(ptype, ptype), request_id)
             return
         now = time.monotonic()
-        self.traffic.replied(len(packet) + 4, req.op, req.started, now)
+        self.traffic.replied(len(packet) + 4, req.op, req.started, now, req.quiet)
         self.replies += 1
         self._last_reply = now
         if log.isEnabledFor(logging.DEBUG):
@@ -695,6 +696,8 @@ class SFTPClient:
         future = Reply()  # on the wire: it cannot be cancelled
         debug = log.isEnabledFor(logging.DEBUG)
         req = _Request(future, parse, op, path, 0.0)
+        if op not in BULK_OPS:
+            req.quiet = self.traffic.quiet()
         with self._lock:
             if self.closed:
                 raise _lost_error(self.name, self._close_reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 from pysshfs import control
 from pysshfs.cli import mount_relative
 from pysshfs.errors import MountError
-from pysshfs.stats import LinkHistory, Traffic, ratio
+from pysshfs.sftp.client import SFTPClient
+from pysshfs.stats import RTT_SAMPLES, LinkHistory, Traffic, ratio
 from pysshfs.statusview import duration_text, format_status, size_text
 
 
@@ -73,6 +75,81 @@ def test_traffic_estimates_the_round_trip_from_small_requests() -> None:
     assert first < t.rtt < 0.090  # smoothed, not replaced
     assert t.rtt_min is not None and t.rtt_min <= first
     assert ratio(3, 1) == 0.75 and ratio(0, 0) is None
+
+
+def test_the_round_trip_floor_follows_the_route() -> None:
+    """rtt_min is the quickest of the last RTT_SAMPLES small replies sent quiet: a longer
+    route (another network, a reconnect elsewhere) is learnt once that many replies say
+    so, not held at the old floor for the session (which capped reads and writes at a
+    fraction of the link); a shorter one at once."""
+    t = Traffic()
+    for _ in range(RTT_SAMPLES):
+        t.replied(20, "LSTAT", 10.0, now=10.002)
+    assert t.rtt_min == pytest.approx(0.002)
+    for i in range(RTT_SAMPLES):
+        assert t.rtt_min == pytest.approx(0.002), i  # the old floor, until all say longer
+        t.replied(20, "LSTAT", 20.0, now=20.040)
+    assert t.rtt_min == pytest.approx(0.040)
+    t.replied(20, "OPEN", 30.0, now=30.021)
+    assert t.rtt_min == pytest.approx(0.021)
+
+
+def test_small_replies_queued_behind_a_copy_neither_lower_nor_raise_the_floor() -> None:
+    """A small request sent while READs or WRITEs are in flight waits behind them: its
+    reply does not move the floor (a long copy with an ls now and then would otherwise
+    push it up, and the caps with it, queue after queue), unless no quiet one is known."""
+    t = Traffic()
+    t.replied(20, "LSTAT", 1.0, now=1.020, quiet=False)
+    assert t.rtt_min == pytest.approx(0.020)  # nothing better known yet
+    t.replied(20, "LSTAT", 2.0, now=2.030)
+    for _ in range(3 * RTT_SAMPLES):
+        t.replied(20, "LSTAT", 3.0, now=3.080, quiet=False)
+        t.replied(20, "LSTAT", 3.0, now=3.001, quiet=False)
+    assert t.rtt_min == pytest.approx(0.030)
+    assert t.rtt is not None and t.rtt > 0.030  # the smoothed figure takes every reply
+
+
+def test_a_lost_connection_forgets_the_round_trip() -> None:
+    t = Traffic()
+    t.replied(20, "LSTAT", 1.0, now=1.002)
+    t.new_path()
+    assert t.rtt is None and t.rtt_min is None and t.replies == 1
+    t.replied(20, "LSTAT", 2.0, now=2.050)
+    assert t.rtt_min == pytest.approx(0.050)
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.data.append(bytes(data))
+
+    def close(self) -> None:
+        pass
+
+
+def test_requests_sent_behind_bulk_bytes_are_marked_queued() -> None:
+    """The SFTP client asks Traffic.busy (the file layer's bytes in flight) as it sends a
+    small request, and reports the reply's round trip as quiet or queued accordingly."""
+    t = Traffic()
+    stream = _Sent()
+    client = SFTPClient(stream, traffic=t)  # type: ignore[arg-type]
+    client._awaiting_version = False
+    busy = [False]
+    t.busy = lambda: busy[0]
+    calm = client.lstat_async(b"/a")
+    busy[0] = True
+    queued = client.lstat_async(b"/b")
+    client.read_async(b"h", 0, 4096)  # bulk: no sample, whatever is in flight
+    assert [req.quiet for req in client._pending.values()] == [True, False, True]
+    for packet in stream.data[:2]:
+        request_id = packet[5:9]
+        client._consume(struct.pack(">IB", 9, 105) + request_id + struct.pack(">I", 0))
+    calm.result(timeout=1)
+    queued.result(timeout=1)
+    assert len(t._quiet) == 1 and len(t._queued) == 1
+    assert t.rtt_min == t._quiet[0]
 
 
 def test_link_history() -> None:
