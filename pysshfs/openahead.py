@@ -44,9 +44,12 @@ THREADS AND LOCKS. Called by libfuse worker threads (`take`, `opened`, `released
 no open() comes to do it (it sleeps while nothing is held). `_lock` guards `_held`,
 `_unread`, `_to_close`, `_last_open`, `_orders`, `_last_hit`, `_due`, `_triggers`,
 `_recent`, `_starting`, `_janitor_idle` and each Held's `claimed`; it is never held while
-sending. `_reads_lock` is held by _send_reads while it claims and sends first READs (taken
-before `_lock`, never the other way round), and briefly by a take() that found its file
-claimed and its READ not yet there.
+sending. A file is never opened twice: a take() of one in `_starting` waits on
+`_started` (a Condition on `_lock`) for its top-up to hold it, and a top-up leaves out
+what the program has begun to open (`_recent`, marked by take() before the program's own
+OPEN, not a round trip later by opened()). `_reads_lock` is held by _send_reads while it
+claims and sends first READs (taken before `_lock`, never the other way round), and
+briefly by a take() that found its file claimed and its READ not yet there.
 `attrs` reads `_held` with one dict lookup, atomic under the GIL.
 """
 
@@ -79,6 +82,9 @@ LISTED_MARGIN = 0.25
 # Files of a directory still to come past which a listing older than that is fetched
 # again (one listing, where its files would take one LSTAT each): see _relist.
 RELIST_MIN = 16
+# Longest a take() waits for a top-up that is sending its file's OPEN (a few lookups and
+# a queued write: far less, unless the daemon is starved; past it the program opens it).
+STARTING_WAIT = 1.0
 
 
 @dataclass
@@ -124,6 +130,7 @@ class OpenAhead:
         self._triggers: dict[str, bool] = {}
         self._recent: dict[str, None] = {}  # the last files opened, oldest first
         self._starting: set[str] = set()  # in a top-up being sent
+        self._started = threading.Condition(self._lock)  # paths left _starting
         self._closed = False
         self._wake = threading.Condition(self._lock)  # something is held: expire it
         self._janitor: threading.Thread | None = None
@@ -134,10 +141,15 @@ class OpenAhead:
         """(RemoteFile, first-chunk Future, whether its attributes at open are its
         listing's, already in the cache) opened ahead for `path`, or None."""
         with self._lock:
+            if path in self._starting:  # its OPEN is on its way out: take it, not a second
+                self._started.wait_for(
+                    lambda: self._closed or path not in self._starting, timeout=STARTING_WAIT)
             held = self._held.pop(path, None)
+            # The program opens it now, taken or not: a top-up from here on leaves it
+            # out, not only once opened() has come a round trip later.
+            self._opened_now(path)
             if held is None:
                 return None
-            self._opened_now(path)  # (before opened(): a top-up meanwhile skips it)
             mine = not held.claimed
             held.claimed = True
             self._last_hit = (path, held.walk)  # a guess that came true: go on from there
@@ -316,6 +328,7 @@ class OpenAhead:
         with self._lock:
             self._closed = True
             self._wake.notify()
+            self._started.notify_all()
             held = [h.pending for h in self._held.values()] + self._to_close
             self._held.clear()
             self._unread.clear()
@@ -328,7 +341,8 @@ class OpenAhead:
         evicted: list[PendingOpen] = []
         with self._lock:
             paths = [] if self._closed else [
-                p for p in paths if p not in self._held and p not in self._starting
+                p for p in paths
+                if p not in self._held and p not in self._starting and p not in self._recent
             ][:self.max_held]
             self._starting.update(paths)  # a top-up in another thread leaves them out
             # full: the oldest go (a walk that left their directory for a subdirectory
@@ -360,6 +374,7 @@ class OpenAhead:
         finally:
             with self._lock:
                 self._starting.difference_update(paths)
+                self._started.notify_all()
         for pending in leftover:
             self._close_pending(pending)
         if stale and self.relist is not None:
@@ -407,6 +422,7 @@ class OpenAhead:
               leftover: list[PendingOpen]) -> None:
         with self._lock:
             self._starting.difference_update(paths)  # now in _held (or not wanted)
+            self._started.notify_all()
             for path, pending, at in zip(paths, sent, checked, strict=False):
                 if self._closed or path in self._held or path in self._recent:
                     leftover.append(pending)  # another thread, or the program, was quicker

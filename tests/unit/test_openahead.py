@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -105,6 +105,41 @@ def make(listings: dict[str, list[tuple[str, Attrs]]], *, listed_ago: float = 5.
     clock.now += listed_ago
     session = RecordingSession()
     return OpenAhead(session, cache, 256 * 1024, **kw), session, cache  # type: ignore[arg-type]
+
+
+def gated(real: Callable[..., Any]) -> tuple[Callable[..., Any], threading.Event,
+                                             threading.Event]:
+    """`real`, made to say it was called (`entered`) and then wait for `gate`: another
+    thread's step lands while this one is halfway."""
+    gate, entered = threading.Event(), threading.Event()
+
+    def slow(*args: Any) -> Any:
+        entered.set()
+        assert gate.wait(5)
+        return real(*args)
+
+    return slow, gate, entered
+
+
+def take_halfway(oa: OpenAhead, path: str, step: Callable[[], None],
+                 gate: threading.Event, entered: threading.Event,
+                 then: Callable[[], None] = lambda: None) -> Any:
+    """take(`path`) while `step` runs in another thread, halted halfway (see gated):
+    take() must wait for the step; what it returns once the step is done (and `then`)."""
+    stepper = threading.Thread(target=step)
+    stepper.start()
+    assert entered.wait(5)
+    taken: list[Any] = []
+    taker = threading.Thread(target=lambda: taken.append(oa.take(path)))
+    taker.start()
+    time.sleep(0.2)  # (nothing to poll: what is asserted is that nothing came)
+    assert taken == [], "take() did not wait for the step on its way"
+    gate.set()
+    stepper.join(5)
+    then()
+    taker.join(5)
+    assert taken, "take() still waits"
+    return taken[0]
 
 
 def visit(oa: OpenAhead, path: str) -> None:
@@ -362,25 +397,34 @@ def test_a_take_while_its_read_is_being_sent_gets_that_read() -> None:
     oa, session = holding_f2_f3()
     session.answer("/d/f2")
     session.answer("/d/f3")
-    gate, entered = threading.Event(), threading.Event()
-    real = session.read_async
-
-    def slow(rf: RemoteFile, offset: int, length: int) -> Future:
-        entered.set()
-        assert gate.wait(5)
-        return real(rf, offset, length)
-
-    session.read_async = slow  # type: ignore[method-assign]
-    sender = threading.Thread(target=oa.opened, args=("/d/f1",))  # sends f2's, f3's
-    sender.start()
-    assert entered.wait(5)
-    taken: list[Any] = []
-    taker = threading.Thread(target=lambda: taken.append(oa.take("/d/f2")))
-    taker.start()
-    time.sleep(0.2)
-    assert taken == []  # waiting for the READ on its way
-    gate.set()
-    sender.join(5)
-    taker.join(5)
-    assert taken and taken[0] is not None and taken[0][1] is not None
+    session.read_async, gate, entered = gated(session.read_async)  # type: ignore[method-assign]
+    # opened() sends f2's and f3's READs
+    taken = take_halfway(oa, "/d/f2", lambda: oa.opened("/d/f1"), gate, entered)
+    assert taken is not None and taken[1] is not None
     assert [path for path, _ in session.reads].count("/d/f2") == 1
+
+
+def test_a_file_the_program_began_to_open_is_left_out_of_a_top_up() -> None:
+    """The program opens f4 itself (not held) while f2's release tops up: its OPEN is on
+    the wire from the moment take() missed it, so the top-up must not send a second."""
+    oa, session = holding_f2_f3()
+    session.answer("/d/f2")
+    assert oa.take("/d/f2") is not None
+    oa.opened("/d/f2")
+    assert oa.take("/d/f4") is None  # the program sends its own OPEN now
+    oa.released("/d/f2")  # (the kernel's RELEASE of f2 comes after close(2) returned)
+    assert [p for batch in session.open_batches for p in batch].count("/d/f4") == 0, \
+        session.open_batches
+
+
+def test_a_take_while_its_open_is_being_sent_takes_that_open() -> None:
+    """A top-up is sending f2's OPEN (in _starting, not yet held): take() waits for it to
+    be held and takes it, rather than miss it and have the program open f2 a second time."""
+    oa, session, _ = make({"/d": [(f"f{i}", FILE) for i in range(6)]}, ahead=2)
+    visit(oa, "/d/f0")
+    session.open_ahead, gate, entered = gated(session.open_ahead)  # type: ignore[method-assign]
+    # opened() opens f2 and f3 ahead
+    taken = take_halfway(oa, "/d/f2", lambda: oa.opened("/d/f1"), gate, entered,
+                         then=lambda: session.answer("/d/f2"))
+    assert taken is not None and taken[0].handle == b"h:/d/f2"
+    assert session.open_batches == [["/d/f2", "/d/f3"]]
