@@ -38,7 +38,7 @@ from typing import Any
 
 from pysshfs import statpack
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.fileio import OpenFile, bulk_in_flight, settle_bulk_writes
+from pysshfs.fileio import OpenFile, bulk_in_flight, new_connection, settle_bulk_writes
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
 from pysshfs.heldwrites import HOLD_BYTES, HeldWrites
 from pysshfs.idmap import ByNameIdMapper, IdMapper
@@ -241,6 +241,7 @@ class SSHFS(Operations):
         self.chunk_read = min(session.max_read, 256 * 1024)
         self.chunk_write = min(session.max_write, 256 * 1024)
         session.on_reconnect.append(cache.clear)  # what we knew may have changed meanwhile
+        session.on_reconnect.append(new_connection)  # and the route, the link's rate
         self.prefetch: ListingPrefetcher | None = None
         if opts.readdir_ahead and cache.listings_enabled():
             self.prefetch = ListingPrefetcher(

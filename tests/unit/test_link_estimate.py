@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from unittest import mock
 
-from pysshfs.fileio import UPLINK_GAIN, LinkEstimate
+from pysshfs.fileio import STARTUP_CAP, UPLINK_GAIN, LinkEstimate
 from pysshfs.openahead import _follows
 
 CHUNK = 256 * 1024
@@ -127,6 +127,67 @@ def test_held_back_writes_grow_half_again_and_more_each_round_trip() -> None:
     up._full_at = 1000.0
     feed_writes(up, 10 * PIECE / 0.020, 0.020, queue=0.0, n=20)
     assert up.cap >= 1.75 * 10 * PIECE
+
+
+def rounds(link: LinkEstimate, bandwidth: float, rtt: float, count: int,
+           held: bool = True) -> list[int]:
+    """`count` round trips of a link of `bandwidth` bytes/s: each carries what the cap
+    lets out, at most a bandwidth-delay product, as chunk replies spread over it; the cap
+    at the end of each. The clock goes on from the link's last call."""
+    now = getattr(link, "test_clock", 1000.0)
+    caps = []
+    for _ in range(count):
+        n = max(1, int(min(link.cap, bandwidth * rtt) // CHUNK))
+        for _ in range(n):
+            now += rtt / n
+            if held:
+                link._full_at = now  # the cap held reads back
+            with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+                link.observe(rtt + CHUNK / bandwidth, CHUNK, CHUNK, rtt)
+        caps.append(link.cap)
+    link.test_clock = now  # type: ignore[attr-defined]
+    return caps
+
+
+def test_startup_begins_low_and_doubles_each_round_trip_while_held_back() -> None:
+    """Nothing known of the link: two chunks at first (not 8 MiB, 6.7 s of queue on a
+    10 Mbit/s link), doubled each round trip the cap holds reads back."""
+    link = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    assert link.cap == STARTUP_CAP == 2 * CHUNK and link.startup
+    caps = rounds(link, 1e9, 0.020, 5)  # 1 GB/s: the cap binds every round trip
+    # (the first round trip's replies are too few to say a rate)
+    for before, after in zip(caps[:3], caps[1:4], strict=True):
+        assert after >= 1.75 * before, caps
+    assert caps[-1] == 8 * 1024 * 1024, caps
+
+
+def test_startup_ends_once_the_link_is_full() -> None:
+    """100 Mbit/s, 20 ms (250 KB in the pipe): the rate stops growing, three round trips
+    later startup is over and the cap is the bandwidth-delay product and its margins."""
+    link = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    rounds(link, 12.5e6, 0.020, 12)
+    assert not link.startup
+    rounds(link, 12.5e6, 0.020, 4)
+    assert 2 * CHUNK <= link.cap <= 4 * CHUNK
+
+
+def test_a_programs_own_pace_does_not_end_startup() -> None:
+    """Replies while nothing was held back (small files read one by one) say how fast
+    the program goes: startup goes on, for the big copy that may follow."""
+    link = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    link._full_at = -100.0
+    rounds(link, 12.5e6, 0.020, 12, held=False)
+    assert link.startup and link.cap >= STARTUP_CAP
+
+
+def test_a_new_connection_starts_again() -> None:
+    link = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    rounds(link, 1e9, 0.020, 12)
+    link.restart()
+    assert link.startup and link.cap == STARTUP_CAP
+    fixed = LinkEstimate(4 * CHUNK)  # no startup asked for: nothing to restart
+    fixed.restart()
+    assert fixed.cap == 4 * CHUNK and not fixed.startup
 
 
 def test_admission() -> None:
