@@ -125,7 +125,8 @@ class LinkEstimate:
     carries, and a big copy that follows them must not start from there (measured at
     RTT 20 ms: 64 MiB read after the 300 small files took 2.0 s, 0.5 s without them; an
     upload form that lowered on anything took 11.3 s after tar x, 0.46 s before).
-    Held back by the cap, the bytes in flight grow by about `gain` each round trip."""
+    Held back by the cap, the bytes in flight grow by about `gain` each round trip; in
+    startup (a new mount or connection, see __init__) they double."""
 
     def __init__(self, max_cap: int, gain: float = 1.0, start: int | None = None) -> None:
         self.cap = start or max_cap  # bytes in flight, all files together
