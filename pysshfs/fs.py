@@ -38,7 +38,13 @@ from typing import Any
 
 from pysshfs import statpack
 from pysshfs.cache import MetadataCache, parent_of
-from pysshfs.fileio import OpenFile, bulk_in_flight, new_connection, settle_bulk_writes
+from pysshfs.fileio import (
+    OpenFile,
+    bulk_in_flight,
+    new_connection,
+    settle_bulk_writes,
+    stream_chunk,
+)
 from pysshfs.fuselib import KernelCache, Operations, always_readdirplus, fuse_get_context
 from pysshfs.heldwrites import HOLD_BYTES, HeldWrites
 from pysshfs.idmap import ByNameIdMapper, IdMapper
@@ -858,8 +864,9 @@ class SSHFS(Operations):
 
     # --- files --------------------------------------------------------------------------
     def _register(self, path: str, handle: RemoteFile, flags: int) -> int:
-        f = OpenFile(self.session, path, handle, flags, self.chunk_read, self.chunk_write)
         at_open = handle.attrs_at_open
+        chunk = stream_chunk(self.chunk_read, at_open.size if at_open is not None else None)
+        f = OpenFile(self.session, path, handle, flags, chunk, self.chunk_write)
         if flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC \
                 and at_open is not None and at_open.size is not None:
             f.expect_size(at_open.size)

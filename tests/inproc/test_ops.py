@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from unittest import mock
 
 import pytest
 
+from pysshfs import fileio
+from pysshfs.fileio import STARTUP_CAP, LinkEstimate
 from tests.inproc.conftest import InProcMount
 
 WRITE_NEW = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
@@ -48,6 +51,32 @@ def test_open_read_gives_what_the_server_holds(m: InProcMount) -> None:
         assert m.fs.read("/f", 4096, len(data), fh) == b""
     finally:
         m.fs.release("/f", fh)
+
+
+def test_a_big_file_on_a_slow_link_is_read_in_smaller_chunks(m: InProcMount) -> None:
+    """Once the link is known slow (fileio.stream_chunk), a big file's READs are a sixth
+    of the cap; what is read is what the server holds, in and out of order."""
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (m.root / "big").write_bytes(data)
+    slow = LinkEstimate(8 * 1024 * 1024)
+    slow.cap = 2 * m.fs.chunk_read  # its floor: the link holds less than a chunk
+    with mock.patch.object(fileio, "LINK", slow):
+        fh = m.fs.open("/big", os.O_RDONLY)
+        try:
+            assert m.fs._files[fh].chunk_read == 84 * 1024
+            got = b"".join(m.fs.read("/big", 128 * 1024, off, fh)
+                           for off in range(0, len(data), 128 * 1024))
+            assert got == data
+            assert m.fs.read("/big", 10_000, 1_000_000, fh) == data[1_000_000:1_010_000]
+        finally:
+            m.fs.release("/big", fh)
+    unknown = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    with mock.patch.object(fileio, "LINK", unknown):
+        fh = m.fs.open("/big", os.O_RDONLY)  # the link not known yet: the usual chunks
+        try:
+            assert m.fs._files[fh].chunk_read == m.fs.chunk_read
+        finally:
+            m.fs.release("/big", fh)
 
 
 def test_rename_moves_on_the_server_and_in_the_cache(m: InProcMount) -> None:

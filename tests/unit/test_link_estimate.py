@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from unittest import mock
 
-from pysshfs.fileio import STARTUP_CAP, UPLINK_GAIN, LinkEstimate
+from pysshfs import fileio
+from pysshfs.fileio import STARTUP_CAP, UPLINK_GAIN, LinkEstimate, stream_chunk
 from pysshfs.openahead import _follows
 
 CHUNK = 256 * 1024
@@ -188,6 +189,42 @@ def test_a_new_connection_starts_again() -> None:
     fixed = LinkEstimate(4 * CHUNK)  # no startup asked for: nothing to restart
     fixed.restart()
     assert fixed.cap == 4 * CHUNK and not fixed.startup
+
+
+def test_on_a_slow_link_a_pipe_full_between_replies_counts_as_held_back() -> None:
+    """10 Mbit/s: a chunk's reply every 0.2 s, further apart than FULL_LATELY. The cap
+    held reads back since the reply before, so startup ends and the cap stays at its
+    floor (it held at 512 KiB, and small chunks never came, before)."""
+    link = LinkEstimate(8 * 1024 * 1024, start=STARTUP_CAP)
+    now = 1000.0
+    for _ in range(12):
+        link._full_at = now + 0.001  # a READ found no room just after the last reply
+        now += CHUNK / 1.25e6
+        with mock.patch("pysshfs.fileio.time.monotonic", return_value=now):
+            link.observe(0.020 + CHUNK / 1.25e6, CHUNK, CHUNK, 0.020)
+    assert not link.startup and link.cap == 2 * CHUNK
+
+
+def test_a_big_file_is_read_in_smaller_chunks_once_the_link_is_known_slow() -> None:
+    """On a slow link the cap sits at two chunks: with the usual 256 KiB ones, 0.4 s of
+    queue at 10 Mbit/s in front of every stat(). A big file opened then is read in
+    chunks of a sixth of the cap (at least 64 KiB and 20 ms of the link); small files,
+    and any file while the link is unknown (startup) or holds more, in the usual ones."""
+    big = 64 * CHUNK
+    with mock.patch.object(fileio, "LINK", LinkEstimate(8 * 1024 * 1024,
+                                                        start=STARTUP_CAP)) as link:
+        assert stream_chunk(CHUNK, big) == CHUNK  # startup: nothing known yet
+        link.startup = False  # over, on a link where it went no higher than its floor
+        link.cap = 2 * CHUNK
+        assert stream_chunk(CHUNK, big) == 84 * 1024
+        assert stream_chunk(CHUNK, 4 * CHUNK) == CHUNK  # small: one READ for all of it
+        assert stream_chunk(CHUNK, None) == CHUNK
+        link.cap = CHUNK
+        assert stream_chunk(CHUNK, big) == 64 * 1024
+        link._rate = 5e6  # 40 Mbit/s: a chunk is at least 20 ms of the link
+        assert stream_chunk(CHUNK, big) == (100_000 & ~4095)
+        link.cap = 2 * CHUNK + 4096  # above its floor: the link holds more than a chunk
+        assert stream_chunk(CHUNK, big) == CHUNK
 
 
 def test_admission() -> None:
