@@ -26,6 +26,7 @@ REQUEST = re.compile(r"\[(\d{5,})\] (OPEN|OPENDIR|READDIR|READ|WRITE|CLOSE|LSTAT
 
 
 # Budgets that change as round trips are cut (README: "Round trips per operation").
+BULK_OPENED = "bulk channels open: "  # (session._open_bulk_lane: every lane has ended)
 READDIRS_SMALL = 2  # READDIRs sent for a directory answered in one batch: NAME, then EOF
 
 
@@ -50,11 +51,14 @@ class RequestLog:
 
     def mark(self) -> None:
         """Count from here on, once every handle opened so far is closed again (listings
-        started in the background by earlier lookups have finished)."""
+        started in the background by earlier lookups have finished) and the bulk channels
+        are open: their handshakes (a limits@openssh.com each) run in the background
+        after the mount, and are the mount's requests, not the operation's."""
         def quiet() -> bool:
-            ops = self._ops(self._text())
-            return ops["CLOSE"] >= ops["OPEN"] + ops["OPENDIR"]
-        assert wait_for(quiet, 10), "handles still open"
+            text = self._text()
+            ops = self._ops(text)
+            return BULK_OPENED in text and ops["CLOSE"] >= ops["OPEN"] + ops["OPENDIR"]
+        assert wait_for(quiet, 10), "handles still open, or the bulk channels not yet"
         self.mark_now()
 
     def mark_now(self) -> None:
