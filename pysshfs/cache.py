@@ -228,6 +228,9 @@ class CacheCounters:
 
 
 EPOCH_BUCKETS = 4096
+# Paths whose attribute reads are remembered with their time (see _learned_at): more
+# than a listing in flight sees learned meanwhile, unless thousands of lookups race it.
+LEARNED_KEPT = 4096
 
 
 class MetadataCache:
@@ -263,6 +266,11 @@ class MetadataCache:
         # directories (a collision only costs a cache entry) and one for everything.
         self._epochs = [0] * EPOCH_BUCKETS
         self._epoch_all = 0
+        # When each path's own attributes were last read from the server (newest last),
+        # so a listing asked for before that does not shadow them with older ones (an
+        # open's close-to-open check saw a file grow; a listing already on the wire did
+        # not): the recent ones only, which is all a listing in flight can predate.
+        self._learned_at: OrderedDict[str, float] = OrderedDict()
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
@@ -419,6 +427,22 @@ class MetadataCache:
             self._drop_listed_attrs(path)
             self._attrs.put(path, attrs)
             self._negative.drop(path)
+            learned = self._learned_at
+            learned.pop(path, None)
+            learned[path] = self.clock()
+            if len(learned) > LEARNED_KEPT:
+                learned.popitem(last=False)
+
+    def _learned_since(self, directory: str, since: float) -> list[str]:
+        """Names in `directory` whose own attributes were read at `since` or later
+        (lock held): newest first, back to `since` only."""
+        names = []
+        for path, at in reversed(self._learned_at.items()):
+            if at < since:
+                break
+            if path != "/" and parent_of(path) == directory:
+                names.append(path.rsplit("/", 1)[1])
+        return names
 
     def learned_missing(self, path: str) -> None:
         with self._lock:
@@ -450,6 +474,9 @@ class MetadataCache:
             if epoch is not None and epoch != self._epoch_locked(path):
                 return list(names.items())
             when = self.clock() if read_at is None else read_at
+            if read_at is not None and self._learned_at:
+                for name in self._learned_since(path, read_at):
+                    listed.pop(name, None)  # read after the listing was asked for
             if self._dirs.cache is None:  # dir_cache=no: the attributes alone, one by one
                 base = "" if path == "/" else path
                 for name, attrs in listed.items():
@@ -598,6 +625,7 @@ class MetadataCache:
             for slot in (self._attrs, self._links, self._dirs, self._negative,
                          self._before_change, self._guessed):
                 slot.clear()
+            self._learned_at.clear()
 
 
 def kernel_timeouts(opts: MountOptions) -> dict[str, float]:

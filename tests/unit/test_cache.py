@@ -225,6 +225,27 @@ def test_a_listing_in_flight_does_not_bring_back_a_changed_directorys_attributes
         assert c.attrs("/d") is None, change
 
 
+def test_a_listing_in_flight_does_not_shadow_attributes_read_after_it_was_asked() -> None:
+    """A listing of /d goes out; an open's close-to-open check then reads f grown to 14
+    bytes (the kernel is told 14); the listing comes back saying 5. A stat must not go
+    back to 5: the listing answers for the other entries, f keeps what was read later."""
+    c, clock = clocked()
+    asked = clock.now  # the listing of /d goes out
+    clock.now += 0.01
+    c.learned_attrs("/d/f", Attrs(size=14, mode=0o100644))  # the open's LSTAT
+    clock.now += 0.01
+    c.learned_listing("/d", [("f", Attrs(size=5, mode=0o100644)),
+                             ("g", Attrs(size=7, mode=0o100644))], read_at=asked)
+    assert c.attrs("/d/f").size == 14
+    assert c.attrs("/d/g").size == 7  # the rest of the listing is used as it was
+    assert c.listing("/d") == [("f", 0o100644), ("g", 0o100644)]
+    # a listing asked for after that read is the newer one: it answers
+    asked = clock.now
+    clock.now += 0.01
+    c.learned_listing("/d", [("f", Attrs(size=20, mode=0o100644))], read_at=asked)
+    assert c.attrs("/d/f").size == 20
+
+
 def test_forget_drops_a_subtree_and_names_what_it_held() -> None:
     c = make()
     c.learned_listing("/d", [("x", Attrs(size=1, mode=0o100644))])
