@@ -270,7 +270,7 @@ class MetadataCache:
         # so a listing asked for before that does not shadow them with older ones (an
         # open's close-to-open check saw a file grow; a listing already on the wire did
         # not): the recent ones only, which is all a listing in flight can predate.
-        self._learned_at: OrderedDict[str, float] = OrderedDict()
+        self._learned_at: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
 
     # --- lookups ------------------------------------------------------------------------
     def attrs(self, path: str) -> Attrs | None:
@@ -429,7 +429,7 @@ class MetadataCache:
             self._negative.drop(path)
             learned = self._learned_at
             learned.pop(path, None)
-            learned[path] = self.clock()
+            learned[path] = (self.clock(), None if path == "/" else parent_of(path))
             if len(learned) > LEARNED_KEPT:
                 learned.popitem(last=False)
 
@@ -437,10 +437,10 @@ class MetadataCache:
         """Names in `directory` whose own attributes were read at `since` or later
         (lock held): newest first, back to `since` only."""
         names = []
-        for path, at in reversed(self._learned_at.items()):
+        for path, (at, parent) in reversed(self._learned_at.items()):
             if at < since:
                 break
-            if path != "/" and parent_of(path) == directory:
+            if parent == directory:
                 names.append(path.rsplit("/", 1)[1])
         return names
 
