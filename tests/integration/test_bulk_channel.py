@@ -27,7 +27,7 @@ import pytest
 
 from bench.netem import DelayProxy
 from pysshfs.session import BULK_CHANNELS, BULK_FIRST_ID  # (lane k's request ids from k times)
-from tests.integration.test_request_budget import REQUEST, RequestLog
+from tests.integration.test_request_budget import BULK_OPENED, REQUEST, RequestLog
 from tests.support.faultproxy import FaultProxy
 from tests.support.mount import Mount, Mounter, wait_for
 from tests.support.sshd import Sshd
@@ -35,7 +35,7 @@ from tests.support.sshd import Sshd
 MiB = 1024 * 1024
 SIZE = 6 * MiB
 TRIES = 3
-OPEN_BULK = f"bulk channels open: {BULK_CHANNELS} of {BULK_CHANNELS}"
+OPEN_BULK = f"{BULK_OPENED}{BULK_CHANNELS} of {BULK_CHANNELS}"
 WRITING_OVER_ALL = f"writing over {BULK_CHANNELS + 1} channels"
 
 
