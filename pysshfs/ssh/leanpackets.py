@@ -17,6 +17,7 @@ Sending, `LeanWriter.send` does for one packet of channel data what paramiko's
 without the Message, the command-name lookup, a random-padding syscall (the padding is
 encrypted and authenticated: zeros leak nothing, as paramiko itself pads for CTR) and
 the poll() before every send (the socket is non-blocking: one write() is tried first).
+`send_many` does it for a big WRITE's 32 KiB pieces with one writev() for all of them.
 
 The packetizer's state (IVs, sequence numbers, byte and packet counts that start a
 re-key) is paramiko's own, read and written back packet by packet, so either way of
@@ -33,7 +34,7 @@ import contextlib
 import os
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -48,6 +49,8 @@ _DATA_HEAD = struct.Struct(">BBII")  # padding length, message type, channel, da
 _GCM_TAG = 16
 _MAX_PACKET = 1 << 20  # OpenSSH sends at most 256 KiB; past this the stream is garbage
 _REKEY_MARGIN = 1 << 20  # leave the packet that crosses paramiko's re-key count to it
+_SEAL_MAX = 4 + 4 + 16 + 16  # a packet's bytes beyond its payload: length, padding, tag
+_IOV_MAX = 1024  # Linux's most buffers in one writev
 
 # The packetizer's private fields, by their mangled names.
 _P = "_Packetizer__"
@@ -127,41 +130,61 @@ class LeanWriter:
         lock, so a packet that found it open goes out before the CLOSE. (Sent after it,
         OpenSSH, having freed the channel, drops the whole connection: "data packet
         referred to nonexistent channel".)"""
+        return self.send_many((payload,), channel)
+
+    def send_many(self, payloads: Sequence[bytes], channel: Any) -> bool:
+        """`send` for several messages of `channel` in a row (a big WRITE's 32 KiB
+        pieces: OpenSSH drops bigger channel packets), sealed one by one and written
+        together: one writev(2), and one wake-up of sshd, instead of one a piece.
+        Measured on loopback, 512 MiB with dd conv=fsync: 4.18–4.94 s written a piece at
+        a time, 3.32–3.86 s together; the daemon's user CPU 3.8–4.0 → 2.6–2.7 s a GiB."""
         pk = self._pk
         d = pk.__dict__
         with d.get(WRITE_LOCK) or contextlib.nullcontext():
             if channel.closed or channel.eof_sent:
                 return False
-            if not self._lean or not d[AEAD_OUT] or d[COMPRESS_OUT] is not None \
-                    or d[DUMP] or d[BYTES_OUT] >= self._rekey_at \
-                    or d[PACKETS_OUT] >= self._rekey_at:
-                pk.send_message(Packed(payload))  # (the lock is an RLock)
-                return True
-            size = len(payload)
-            block = d[BLOCK_OUT]
-            padding = 3 + block - ((size + 4) % block)
-            head = _U32.pack(size + padding + 1)
-            iv = d[IV_OUT]
-            out = head + d[ENGINE_OUT].encrypt(
-                iv, _PAD_HEAD[padding] + payload + _PAD_ZEROS[padding], head)
-            d[IV_OUT] = _next_iv(iv)
-            d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
-            d[KEEPALIVE_LAST] = time.time()
             sock = d[SOCKET]
+            wire = sum(map(len, payloads)) + _SEAL_MAX * len(payloads)
+            if not self._lean or not d[AEAD_OUT] or d[COMPRESS_OUT] is not None \
+                    or d[DUMP] or d[BYTES_OUT] + wire >= self._rekey_at \
+                    or d[PACKETS_OUT] + len(payloads) >= self._rekey_at:
+                for payload in payloads:
+                    pk.send_message(Packed(payload))  # (the lock is an RLock)
+                return True
+            parts: list[bytes] = []
+            for payload in payloads:
+                parts += self._seal(d, payload)
+            d[KEEPALIVE_LAST] = time.time()
+            total = sum(map(len, parts))
             sent = 0
-            if isinstance(sock, ReadAheadSocket):  # a TCP socket (not a jump host's channel)
-                try:
-                    sent = os.write(sock.fileno(), out)  # non-blocking: no poll() first
+            if isinstance(sock, ReadAheadSocket) and len(parts) <= _IOV_MAX:  # a TCP socket
+                try:  # non-blocking: no poll() first
+                    sent = os.writev(sock.fileno(), parts)
                 except (BlockingIOError, InterruptedError):
                     pass
                 except OSError as exc:
                     raise EOFError(str(exc)) from None  # as paramiko's write_all: lost link
-            if sent < len(out):
-                pk.write_all(out[sent:])  # a full socket buffer: paramiko's waiting loop
-            d[BYTES_OUT] += len(out)
-            d[PACKETS_OUT] += 1
-            self.lean_packets += 1
+            if sent < total:  # a full socket buffer (or no socket): paramiko's waiting loop
+                pk.write_all(b"".join(parts)[sent:])
+            d[BYTES_OUT] += total
+            d[PACKETS_OUT] += len(payloads)
+            self.lean_packets += len(payloads)
             return True
+
+    @staticmethod
+    def _seal(d: dict[str, Any], payload: bytes) -> tuple[bytes, bytes]:
+        """One packet as it goes on the wire, (length, ciphertext and tag), counted in the
+        packetizer's IV and sequence number; the caller counts the bytes."""
+        size = len(payload)
+        block = d[BLOCK_OUT]
+        padding = 3 + block - ((size + 4) % block)
+        head = _U32.pack(size + padding + 1)
+        iv = d[IV_OUT]
+        sealed = d[ENGINE_OUT].encrypt(iv, _PAD_HEAD[padding] + payload + _PAD_ZEROS[padding],
+                                       head)
+        d[IV_OUT] = _next_iv(iv)
+        d[SEQ_OUT] = (d[SEQ_OUT] + 1) & 0xFFFFFFFF
+        return head, sealed
 
 
 class LeanReader:

@@ -36,7 +36,7 @@ THREADS.
     biggest writes) takes a short way: the window taken under `channel.lock`, the
     packets sent under `transport.clear_to_send_lock` (no key exchange under way) by
     leanpackets.LeanWriter (under the packetizer's write lock), as paramiko's own layers
-    do, without them.
+    do, without them; a request's packets in one write.
   * `before_wait`: the SFTP client's hook, run by the transport thread in
     `ReadAheadSocket.recv` right before each recv() that may wait for the network.
 
@@ -258,20 +258,17 @@ class PushStream:
         if not fits:  # window full, a closed channel: paramiko's way
             channel.sendall(data)
             return
+        chanid = channel.remote_chanid
         if n <= most:
-            self._send_packet(_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, n)
-                              + bytes(data))
+            self._send_packets([_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, chanid, n) + bytes(data)])
             return
         with memoryview(data) as view:  # (the SFTP client's send lock keeps them together)
-            for at in range(0, n, most):
-                piece = view[at:at + most]
-                self._send_packet(_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid,
-                                                     len(piece)) + piece)
+            self._send_packets([_CHANNEL_DATA.pack(MSG_CHANNEL_DATA, chanid, len(piece)) + piece
+                                for piece in (view[at:at + most] for at in range(0, n, most))])
 
-    def _send_packet(self, payload: bytes) -> None:
-        """One packet of the channel's data; OSError once the channel is closed (checked
-        for each packet, as paramiko's Channel.send does, and where no CLOSE can have
-        gone out before it: see LeanWriter.send)."""
+    def _send_packets(self, payloads: list[bytes]) -> None:
+        """Packets of the channel's data, in one write; OSError once the channel is closed
+        (checked where no CLOSE can have gone out before them: see LeanWriter.send)."""
         transport: Any = self.channel.transport
         if transport.active and transport.clear_to_send.is_set():
             with transport.clear_to_send_lock:
@@ -279,12 +276,13 @@ class PushStream:
                 if transport.clear_to_send.is_set():
                     if self._writer is None:
                         self._writer = LeanWriter(transport.packetizer)
-                    if not self._writer.send(payload, self.channel):
+                    if not self._writer.send_many(payloads, self.channel):
                         raise OSError(errno.EPIPE, "the channel is closed")
                     return
-        if self.channel.closed:
-            raise OSError(errno.EPIPE, "the channel is closed")
-        transport._send_user_message(Packed(payload))  # waits out a key exchange
+        for payload in payloads:  # a key exchange under way: paramiko waits it out
+            if self.channel.closed:
+                raise OSError(errno.EPIPE, "the channel is closed")
+            transport._send_user_message(Packed(payload))
 
     def recv(self, n: int) -> bytes:
         raise OSError("PushStream delivers data through push_to(), not recv()")

@@ -58,13 +58,18 @@ def _sender(sock: socket.socket) -> Packetizer:
 
 
 def _wire(messages: list[Message], lean: bool = False,
-          sender_state: list[Any] | None = None) -> bytes:
-    """What paramiko's packetizer (or a LeanWriter on it) sends for `messages`."""
+          sender_state: list[Any] | None = None, together: bool = False) -> bytes:
+    """What paramiko's packetizer (or a LeanWriter on it) sends for `messages` (`together`:
+    in one LeanWriter.send_many)."""
     a, b = socket.socketpair()
     sender = _sender(ReadAheadSocket(a) if lean else a)
     writer = LeanWriter(sender)
     b.settimeout(5)
     out = bytearray()
+    if together:
+        assert writer.send_many([m.asbytes() for m in messages], OPEN)
+        messages = []
+        out += b.recv(1 << 20)
     for m in messages:
         if lean:
             writer.send(m.asbytes(), OPEN)
@@ -227,12 +232,20 @@ def test_lean_writer_writes_what_paramiko_reads() -> None:
     assert got == [m.asbytes() for m in MESSAGES]
 
 
-def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko() -> None:
+@pytest.mark.parametrize("together", [False, True], ids=["one", "together"])
+def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko(together: bool) -> None:
     a, b = socket.socketpair()
     sender = _sender(a)
     writer = LeanWriter(sender)
-    sender.__dict__[leanpackets.BYTES_OUT] = sender.REKEY_BYTES - 10
-    writer.send(_data(OURS, b"x" * 100).asbytes(), OPEN)
+    if together:  # the batch would cross the count: all of it goes to paramiko
+        sender.__dict__[leanpackets.BYTES_OUT] = writer._rekey_at - 1000
+        writer.send_many([_data(OURS, b"x" * 600).asbytes()] * 2, OPEN)
+        assert sender.__dict__[leanpackets.PACKETS_OUT] == 2
+        sender.__dict__[leanpackets.BYTES_OUT] = sender.REKEY_BYTES - 10
+        writer.send_many([_data(OURS, b"x" * 100).asbytes()], OPEN)
+    else:
+        sender.__dict__[leanpackets.BYTES_OUT] = sender.REKEY_BYTES - 10
+        writer.send(_data(OURS, b"x" * 100).asbytes(), OPEN)
     assert writer.lean_packets == 0
     assert sender.need_rekey()  # paramiko's send_message counted it and asked
     sender.close()
@@ -240,7 +253,18 @@ def test_lean_writer_leaves_the_packet_that_asks_for_new_keys_to_paramiko() -> N
     b.close()
 
 
-def test_lean_writer_waits_out_a_full_socket() -> None:
+def test_lean_writer_sends_many_as_it_sends_them_one_by_one() -> None:
+    """One write for a big WRITE's pieces: the same bytes, the same packetizer state."""
+    one_state: list[Any] = []
+    many_state: list[Any] = []
+    one = _wire(MESSAGES, lean=True, sender_state=one_state)
+    many = _wire(MESSAGES, lean=True, sender_state=many_state, together=True)
+    assert many == one
+    assert many_state == one_state
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one by one", "together"])
+def test_lean_writer_waits_out_a_full_socket(together: bool) -> None:
     a, b = socket.socketpair()
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     sender = _sender(ReadAheadSocket(a))
@@ -258,7 +282,9 @@ def test_lean_writer_waits_out_a_full_socket() -> None:
 
     t = threading.Thread(target=drain)
     t.start()
-    for m in big:
+    if together:
+        writer.send_many([m.asbytes() for m in big], OPEN)
+    for m in big if not together else []:
         writer.send(m.asbytes(), OPEN)
     sender.close()
     a.close()
