@@ -733,8 +733,9 @@ class SFTPClient:
     def _batched(self) -> _Batch:
         """Requests this thread sends inside go out together at the end, in order, as one
         write: one SSH packet to encrypt and one socket write instead of one each (a
-        request and the LSTAT read back behind it; a listing's first READDIRs). Never
-        wait for a reply inside: its request has not left yet."""
+        request and the LSTAT read back behind it; a listing's first READDIRs). Do not
+        wait for a reply inside: its request may not have left yet (a waiting call of
+        this client's sends what the batch holds first)."""
         return _Batch(self)
 
     def _extended(self, name: str, parts: Sequence[bytes | memoryview], parse: Parser,
@@ -746,6 +747,11 @@ class SFTPClient:
             raise OSError(err, f"the server does not support {extension}")
 
     def _wait(self, future: Future, timeout: float | None) -> Any:
+        if not future.done():
+            held = getattr(self._batch, "packets", None)
+            if held:  # waiting inside a batch (a write sent again after a reconnect, in
+                self._batch.packets = []  # a utime's batch): what it holds goes first
+                self._transmit(b"".join(held))
         try:
             return future.result(timeout)
         except FutureTimeout:
