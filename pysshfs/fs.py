@@ -799,9 +799,10 @@ class SSHFS(Operations):
             if before is None or before.mode is None or not stat.S_ISREG(before.mode) \
                     or not _owner_cannot_be_refused(before, change):
                 return False
-            self._send_held(f)  # the writes held here, then the bulk channels' ones:
-            settle_bulk_writes(path)  # none may land after it
-            fut = self.session.fsetstat_async(f.handle, change)
+            with self.session.batched():  # the held WRITE and the FSETSTAT: one write
+                self._send_held(f)  # the writes held here, then the bulk channels' ones:
+                settle_bulk_writes(path)  # none may land after it (sent on their own)
+                fut = self.session.fsetstat_async(f.handle, change)
             with self._files_lock:
                 queued.append((fut, change))
             self.cache.changed(path)
