@@ -284,8 +284,9 @@ def test_lean_writer_waits_out_a_full_socket(together: bool) -> None:
     t.start()
     if together:
         writer.send_many([m.asbytes() for m in big], OPEN)
-    for m in big if not together else []:
-        writer.send(m.asbytes(), OPEN)
+    else:
+        for m in big:
+            writer.send(m.asbytes(), OPEN)
     sender.close()
     a.close()
     t.join(10)
