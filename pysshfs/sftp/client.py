@@ -361,13 +361,8 @@ class _Batch:
             local.packets = []
 
     def __exit__(self, *exc: object) -> None:
-        if self._outer:
-            return
-        local = self._client._batch
-        held = local.packets
-        local.packets = None
-        if held:
-            self._client._transmit(b"".join(held))
+        if not self._outer:
+            self._client._send_batch(None)
 
 
 class SFTPClient:
@@ -738,6 +733,15 @@ class SFTPClient:
         this client's sends what the batch holds first)."""
         return _Batch(self)
 
+    def _send_batch(self, then: list[bytes] | None) -> None:
+        """Send what this thread's batch holds, in one write; it holds `then` after (None:
+        the batch is over)."""
+        local = self._batch
+        held = local.packets
+        local.packets = then
+        if held:
+            self._transmit(b"".join(held))
+
     def _extended(self, name: str, parts: Sequence[bytes | memoryview], parse: Parser,
                   path: bytes | None, detail: Any = None) -> Future:
         return self._send(SSH_FXP_EXTENDED, [string(name), *parts], parse, name, path, detail)
@@ -747,11 +751,10 @@ class SFTPClient:
             raise OSError(err, f"the server does not support {extension}")
 
     def _wait(self, future: Future, timeout: float | None) -> Any:
-        if not future.done():
-            held = getattr(self._batch, "packets", None)
-            if held:  # waiting inside a batch (a write sent again after a reconnect, in
-                self._batch.packets = []  # a utime's batch): what it holds goes first
-                self._transmit(b"".join(held))
+        if not future.done() and getattr(self._batch, "packets", None):
+            # waiting inside a batch (a write sent again after a reconnect, in a utime's
+            # batch): what it holds goes first, and it holds what follows
+            self._send_batch([])
         try:
             return future.result(timeout)
         except FutureTimeout:
