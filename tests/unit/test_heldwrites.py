@@ -93,10 +93,15 @@ def test_held_bytes_go_out_by_themselves_after_a_while(monkeypatch: pytest.Monke
     f = RecordingFile()
     held = HeldWrites(f, 1000)
     held.write(b"a" * 10, 0)
-    deadline = time.monotonic() + 5
+    _wait_for_a_write(f)
+    assert f.writes == [(0, b"a" * 10)]
+
+
+def _wait_for_a_write(f: RecordingFile) -> None:
+    """Poll until the deadline thread has sent something to `f` (at most 10 s)."""
+    deadline = time.monotonic() + 10
     while not f.writes and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert f.writes == [(0, b"a" * 10)]
 
 
 def test_an_error_of_a_send_in_the_background_is_raised_once(
@@ -128,3 +133,31 @@ def test_an_error_met_for_someone_else_waits_for_the_owner() -> None:
     with pytest.raises(OSError) as caught:
         held.send(report=True)
     assert caught.value.errno == errno.EDQUOT
+
+
+def test_holds_that_ended_are_passed_over_by_the_deadline_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """tar x ends each file's hold (its times, its close) long before the deadline: the
+    thread must not wake for each of them, only for a hold still live at its deadline."""
+    woken_for: list[HeldWrites] = []
+    real = HeldWrites.send_if_due
+
+    def counted(self: HeldWrites, due: float) -> None:
+        woken_for.append(self)
+        real(self, due)
+
+    monkeypatch.setattr(HeldWrites, "send_if_due", counted)
+    ended = []
+    for _ in range(20):
+        f = RecordingFile()
+        held = HeldWrites(f, 1000)
+        held.write(b"e" * 10, 0)
+        held.send()  # ended: sent by its owner
+        ended.append(held)
+    live_file = RecordingFile()
+    live = HeldWrites(live_file, 1000)
+    live.write(b"l" * 10, 0)
+    _wait_for_a_write(live_file)
+    assert live_file.writes == [(0, b"l" * 10)]  # the thread sent the live one
+    assert [h for h in woken_for if h in ended] == []
+    assert woken_for.count(live) == 1
