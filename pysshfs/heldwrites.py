@@ -178,9 +178,9 @@ class _Deadlines:
 
 def _ended(began: float, held: HeldWrites) -> bool:
     """The hold that began at `began` is over: its bytes went out (a later hold has an
-    entry of its own). Read without the holder's lock: a hold taken for over when it
-    is not yet is sent by its owner anyway, and one taken for live is judged again,
-    under the lock, by send_if_due."""
+    entry of its own). Read without the holder's lock: parts and held_at change under
+    it only as a hold ends or a new one begins, and a new hold queues its own entry
+    once begun; one taken for live is judged again, under the lock, by send_if_due."""
     return not held.parts or held.held_at != began
 
 
