@@ -98,8 +98,8 @@ def test_held_bytes_go_out_by_themselves_after_a_while(monkeypatch: pytest.Monke
 
 
 def _wait_for_a_write(f: RecordingFile) -> None:
-    """Poll until the deadline thread has sent something to `f` (at most 10 s)."""
-    deadline = time.monotonic() + 10
+    """Poll until the deadline thread has sent something to `f` (at most 5 s)."""
+    deadline = time.monotonic() + 5
     while not f.writes and time.monotonic() < deadline:
         time.sleep(0.01)
 
